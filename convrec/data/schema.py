@@ -31,6 +31,9 @@ class RawDataset:
     context: pd.DataFrame | None = None
     has_calendar_time: bool = True
     notes: list[str] = field(default_factory=list)
+    # Repairs the loader made (for example a missing release year set to 0); build_dataset copies
+    # them into InteractionData.filters so that the summary lists them.
+    filters: list[FilterCount] = field(default_factory=list)
 
 
 @dataclass
