@@ -1,0 +1,205 @@
+"""Accuracy runs: train each model on each dataset over several seeds, and evaluate the best
+checkpoint on the test split under the sampled and the full-ranking protocol.
+
+Every run lives in its own directory under the work directory, named by the model label, a hash
+of its complete config and its seed. A finished run leaves `result.json`; an unfinished one leaves
+`checkpoint.pt`, from which the next call continues. The evaluation split (leave-one-out targets
+and the 1 + 100 candidates) is drawn once per dataset with a fixed seed, independent of the
+training seeds, and stored beside the runs, so every model and every seed sees the same candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convrec.data.discovery import load_dataset
+from convrec.data.schema import InteractionData
+from convrec.data.split import Split, load_or_make_split
+from convrec.errors import ConvbenchError
+from convrec.models.registry import build_model, get_model_class
+from convrec.provenance import provenance
+from convrec.trainer import Trainer, evaluate
+
+logger = logging.getLogger(__name__)
+
+# The split seed is fixed for every run so that all models and training seeds share the same
+# evaluation candidates.
+SPLIT_SEED = 0
+NUM_EVAL_NEGATIVES = 100
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name plus config overrides, written `name` or `name:key=value,...`."""
+
+    name: str
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        if not self.overrides:
+            return self.name
+        settings = ",".join(f"{key}={value}" for key, value in self.overrides)
+        return f"{self.name}({settings})"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        name, _, rest = text.strip().partition(":")
+        get_model_class(name)  # rejects unknown names with the list of valid ones
+        overrides = []
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConvbenchError(
+                    f"invalid model setting {item!r} in {text!r}; write name:key=value,key=value"
+                )
+            overrides.append((key.strip(), _parse_value(value.strip())))
+        return cls(name.strip().lower(), tuple(overrides))
+
+
+def _parse_value(text: str) -> object:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch once, at the entry point of a run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConvbenchError(f"device {device!r} requested but CUDA is not available here; "
+                             "install a CUDA build of torch or use --device cpu")
+    return torch.device(device)
+
+
+def config_digest(config) -> str:
+    """Short stable hash of a model config, used to name its run directories."""
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(temporary, path)
+
+
+def prepare_dataset(dataset: str, work_dir: Path, data_dir: Path | None = None
+                    ) -> tuple[InteractionData, Split]:
+    """Load a dataset and the stored split of it (drawn on first use)."""
+    data = load_dataset(dataset, data_dir=data_dir)
+    split_path = work_dir / _safe_name(data.name) / f"split-seed{SPLIT_SEED}.npz"
+    split = load_or_make_split(data, split_path, SPLIT_SEED, NUM_EVAL_NEGATIVES)
+    return data, split
+
+
+def run_one(
+    spec: ModelSpec,
+    data: InteractionData,
+    split: Split,
+    *,
+    seed: int,
+    work_dir: Path,
+    device: torch.device,
+    extra_overrides: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train and evaluate one (model, dataset, seed), or return its stored result."""
+    overrides = dict(spec.overrides)
+    overrides.update(extra_overrides or {})
+    seed_everything(seed)
+    model = build_model(spec.name, data.meta(), **overrides)
+    config = dataclasses.asdict(model.config)
+    run_dir = (work_dir / _safe_name(data.name) / _safe_name(spec.label)
+               / f"{config_digest(model.config)}-seed{seed}")
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        logger.info("reusing finished run %s", run_dir)
+        return json.loads(result_path.read_text())
+
+    started = time.perf_counter()
+    trainer = Trainer(model, split, seed=seed, device=device,
+                      checkpoint_path=run_dir / "checkpoint.pt", progress=progress,
+                      description=f"{data.name} {spec.label} seed {seed}")
+    train = trainer.fit()
+    metrics = {
+        "valid_sampled": evaluate(model, split, "valid", full=False, device=device),
+        "test_sampled": evaluate(model, split, "test", full=False, device=device),
+        "test_full": evaluate(model, split, "test", full=True, device=device),
+    }
+    result = {
+        "dataset": data.name,
+        "model": spec.label,
+        "model_name": spec.name,
+        "seed": seed,
+        "config": config,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train": train.to_dict(),
+        "metrics": metrics,
+        "wall_seconds": time.perf_counter() - started,
+        "provenance": provenance(device),
+    }
+    write_json_atomic(result_path, result)
+    return result
+
+
+def run_accuracy_point(
+    model_name: str,
+    dataset: str,
+    *,
+    max_len: int,
+    seed: int,
+    work_dir: Path,
+    data_dir: Path | None = None,
+    device: str = "cpu",
+    overrides: dict | None = None,
+) -> dict:
+    """Train one model at one profile length and return flat test metrics (for `scale`)."""
+    data, split = prepare_dataset(dataset, work_dir, data_dir)
+    extra = dict(overrides or {})
+    extra["max_len"] = max_len
+    result = run_one(ModelSpec.parse(model_name), data, split, seed=seed, work_dir=work_dir,
+                     device=resolve_device(device), extra_overrides=extra, progress=False)
+    flat = {"epochs": result["train"]["epochs_run"],
+            "train_seconds": result["train"]["train_seconds"],
+            "params": result["params"]}
+    for protocol in ("sampled", "full"):
+        for metric, value in result["metrics"][f"test_{protocol}"].items():
+            flat[f"test_{protocol}_{metric.lower()}"] = value
+    return flat
+
+
+def longest_history(dataset: str, data_dir: Path | None = None) -> int:
+    """Return the longest training history of any user, the largest useful profile length."""
+    data = load_dataset(dataset, data_dir=data_dir)
+    # Two interactions per user are held out for validation and test.
+    return max(len(sequence) for sequence in data.sequences[1:]) - 2
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in text)
