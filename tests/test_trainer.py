@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from convrec.data.split import make_split
+from convrec.errors import TrainingError
+from convrec.experiment import ModelSpec, run_one
+from convrec.models.registry import build_model
+from convrec.trainer import Trainer, evaluate
+from tests.synthetic import clustered_dataset, cyclic_dataset
+
+TINY = {"hidden_size": 16, "max_len": 10, "num_negatives": 20, "batch_size": 16,
+        "learning_rate": 1e-2, "weight_decay": 0.0, "eval_every": 1, "patience": 100}
+
+
+@pytest.fixture(scope="module")
+def data_and_split():
+    data = cyclic_dataset()
+    return data, make_split(data, seed=0, num_eval_negatives=30)
+
+
+def train(data, split, checkpoint, max_epochs, model_name="convrec"):
+    torch.manual_seed(0)
+    overrides = dict(TINY, max_epochs=max_epochs)
+    if model_name != "convrec":
+        overrides.pop("num_negatives")
+    model = build_model(model_name, data.meta(), **overrides)
+    trainer = Trainer(model, split, seed=0, checkpoint_path=checkpoint, progress=False)
+    return model, trainer.fit()
+
+
+def test_resume_matches_uninterrupted(tmp_path, data_and_split):
+    data, split = data_and_split
+    _, whole = train(data, split, tmp_path / "whole.pt", max_epochs=4)
+    train(data, split, tmp_path / "parts.pt", max_epochs=2)
+    _, resumed = train(data, split, tmp_path / "parts.pt", max_epochs=4)
+    assert resumed.epochs_run == 4
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    assert resumed.best_valid_score == whole.best_valid_score
+
+
+@pytest.mark.parametrize("model_name", ["convrec", "sasrec", "carca"])
+def test_training_beats_random(model_name):
+    data = clustered_dataset()
+    split = make_split(data, seed=0, num_eval_negatives=30)
+    model, result = train(data, split, None, max_epochs=10, model_name=model_name)
+    metrics = evaluate(model, split, "test", full=False)
+    # Random ranking of 1 target among 31 candidates gives HR@10 = 10 / 31.
+    assert metrics["HR@10"] > 0.6, result.history
+
+
+def test_nan_loss_names_step(data_and_split, monkeypatch):
+    data, split = data_and_split
+    model = build_model("convrec", data.meta(), **TINY)
+    monkeypatch.setattr(model, "loss", lambda batch: torch.tensor(float("nan")))
+    trainer = Trainer(model, split, seed=0, progress=False)
+    with pytest.raises(TrainingError, match="non-finite training loss nan at epoch 1, step 1"):
+        trainer.fit()
+
+
+def test_nan_score_writes_no_result(tmp_path, data_and_split, monkeypatch):
+    data, split = data_and_split
+    from convrec.models import convrec as convrec_module
+
+    def nan_score(self, batch):
+        scores = torch.zeros(batch.candidate_items.shape)
+        scores[:, 3] = float("nan")
+        return scores
+
+    monkeypatch.setattr(convrec_module.ConvRec, "score", nan_score)
+    spec = ModelSpec.parse("convrec")
+    with pytest.raises(TrainingError, match=r"NaN score during evaluation for user \d+"):
+        run_one(spec, data, split, seed=0, work_dir=tmp_path, device=torch.device("cpu"),
+                extra_overrides=dict(TINY, max_epochs=1), progress=False)
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_finished_run_is_reused(tmp_path, data_and_split):
+    data, split = data_and_split
+    spec = ModelSpec.parse("convrec")
+    kwargs = dict(seed=0, work_dir=tmp_path, device=torch.device("cpu"),
+                  extra_overrides=dict(TINY, max_epochs=1), progress=False)
+    first = run_one(spec, data, split, **kwargs)
+    (result_path,) = tmp_path.rglob("result.json")
+    stored = json.loads(result_path.read_text())
+    stored["metrics"]["test_sampled"]["HR@10"] = -1.0
+    result_path.write_text(json.dumps(stored))
+    second = run_one(spec, data, split, **kwargs)
+    assert first["metrics"]["test_sampled"]["HR@10"] != -1.0
+    assert second["metrics"]["test_sampled"]["HR@10"] == -1.0
+
+
+def test_model_spec_overrides():
+    spec = ModelSpec.parse("convrec:padding_mask=true,max_len=200,dropout=0.2")
+    assert dict(spec.overrides) == {"padding_mask": True, "max_len": 200, "dropout": 0.2}
+    assert spec.label == "convrec(padding_mask=True,max_len=200,dropout=0.2)"
+
+
+def test_model_spec_unknown_model():
+    from convrec.errors import ConvbenchError
+
+    with pytest.raises(ConvbenchError, match="unknown model 'gru4rec'; valid models are: "
+                                             "convrec, sasrec, carca"):
+        ModelSpec.parse("gru4rec")
+
+
+def test_sampled_metrics_use_stored_candidates(data_and_split):
+    data, split = data_and_split
+    assert np.all(split.test_candidates[1:, 0] == split.test_item[1:])
