@@ -1,0 +1,396 @@
+"""The scale sweep: skip prediction, resume, budgets, report and command line.
+
+Only the fixtures marked "real" start point processes (a few seconds each); the other tests
+replace `run_point` with a function of known costs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import bench.sweep as sweep
+from bench.point import PointSpec, is_out_of_memory, run_point
+from bench.report import render_summary, tidy_frame, write_report
+from bench.scale_cli import parse_int_list, parse_name_list, run_scale, scale_command
+from bench.sweep import ResultTable, default_lengths, predict_over_budget, run_sweep
+from convrec.errors import ConvbenchError
+
+GIB = 1024**3
+TINY = dict(models=["sasrec"], lengths=[8, 16], batch_sizes=[1], phases=["train"],
+            devices=["cpu"], hidden_size=8, warmup=0, repeats=1, progress=False)
+
+
+def _fake_run_point(costs: dict[int, str] | None = None):
+    """Return a stand-in for run_point: time grows like L^2, and `costs` forces statuses."""
+    calls = []
+
+    def fake(spec: PointSpec, *, time_budget_s: float, memory_budget_bytes: int) -> dict:
+        calls.append(spec.seq_len)
+        status = (costs or {}).get(spec.seq_len, "measured")
+        row = {**vars(spec), "method": "measure", "status": status, "reason": ""}
+        if status == "measured":
+            row.update(time_median_s=1e-4 * spec.seq_len**2, process_seconds=1.0 +
+                       1e-3 * spec.seq_len**2, measure_seconds=1e-3 * spec.seq_len**2,
+                       base_rss_bytes=1e8, rss_growth_bytes=1e3 * spec.seq_len, params=10,
+                       flops=100 * spec.seq_len, saved_bytes=spec.seq_len,
+                       peak_live_bytes=2 * spec.seq_len)
+        return row
+
+    fake.calls = calls
+    return fake
+
+
+def _fake_estimate_row(spec: PointSpec, *, reason: str) -> dict:
+    return {**vars(spec), "method": "estimate", "status": "estimated", "reason": reason,
+            "params": 10, "flops": 100 * spec.seq_len, "saved_bytes": spec.seq_len,
+            "peak_live_bytes": 2 * spec.seq_len}
+
+
+@pytest.fixture
+def fake_points(monkeypatch):
+    fake = _fake_run_point()
+    monkeypatch.setattr(sweep, "run_point", fake)
+    monkeypatch.setattr(sweep, "estimate_row", _fake_estimate_row)
+    return fake
+
+
+# --- lengths, table, prediction -----------------------------------------------------------------
+
+
+def test_default_lengths_doubling():
+    assert default_lengths(16, 128) == [16, 32, 64, 128]
+
+
+def test_default_lengths_keeps_max():
+    assert default_lengths(16, 100) == [16, 32, 64, 100]
+
+
+def test_default_lengths_rejects_inverted_range():
+    with pytest.raises(ConvbenchError):
+        default_lengths(64, 16)
+
+
+def test_result_table_replaces_same_key(tmp_path):
+    table = ResultTable(tmp_path / "points.csv", sweep.KEY_COLUMNS)
+    spec = vars(PointSpec("sasrec", 8, 1, 8, "train"))
+    table.add({**spec, "method": "measure", "status": "error"})
+    table.add({**spec, "method": "measure", "status": "measured"})
+    table.add({**spec, "method": "estimate", "status": "estimated"})
+    frame = pd.read_csv(tmp_path / "points.csv")
+    assert sorted(frame["status"]) == ["estimated", "measured"]
+
+
+def test_result_table_resume_reads_rows(tmp_path):
+    path = tmp_path / "points.csv"
+    ResultTable(path, sweep.KEY_COLUMNS).add(
+        {**vars(PointSpec("sasrec", 8, 1, 8, "train")), "method": "measure", "status": "oom"})
+    resumed = ResultTable(path, sweep.KEY_COLUMNS)
+    found = resumed.find({**vars(PointSpec("sasrec", 8, 1, 8, "train")), "method": "measure"})
+    assert found["status"] == "oom"
+    assert ResultTable(path, sweep.KEY_COLUMNS, resume=False).rows == []
+
+
+def _measured(lengths, seconds, growth=1e3):
+    return [{"seq_len": length, "measure_seconds": seconds(length),
+             "process_seconds": 2.0 + seconds(length), "base_rss_bytes": 1e8,
+             "rss_growth_bytes": growth * length} for length in lengths]
+
+
+def test_prediction_over_time_budget():
+    rows = _measured([16, 32, 64], lambda length: 1e-3 * length**2)
+    # Next L=128 takes 2 s + 16.4 s.
+    reason = predict_over_budget(rows, 128, time_budget_s=10, memory_budget_bytes=GIB)
+    assert reason is not None
+    assert "time budget" in reason
+
+
+def test_prediction_within_budget():
+    rows = _measured([16, 32, 64], lambda length: 1e-3 * length**2)
+    assert predict_over_budget(rows, 128, time_budget_s=60, memory_budget_bytes=GIB) is None
+
+
+def test_prediction_over_memory_budget():
+    rows = _measured([16, 32, 64], lambda length: 1e-3 * length, growth=1e7)
+    # Next L=128 grows by 1.28e9 B on top of 1e8 B.
+    reason = predict_over_budget(rows, 128, time_budget_s=60, memory_budget_bytes=GIB)
+    assert reason is not None
+    assert "memory budget" in reason
+
+
+def test_prediction_needs_two_lengths():
+    rows = _measured([16], lambda length: 100.0)
+    assert predict_over_budget(rows, 32, time_budget_s=1, memory_budget_bytes=1) is None
+
+
+# --- sweep logic with a stand-in for the point process -------------------------------------------
+
+
+def test_sweep_skips_predicted_lengths(tmp_path, fake_points):
+    # 1 s + 1e-3 L^2 s: L=64 needs 5.1 s, L=128 would need 17.4 s.
+    frame = run_sweep(**{**TINY, "lengths": [16, 32, 64, 128, 256]}, output_dir=tmp_path,
+                      time_budget_s=10, memory_budget_bytes=GIB)
+    measure = frame[frame["method"] == "measure"].set_index("seq_len")
+    assert fake_points.calls == [16, 32, 64]
+    assert measure.loc[128, "status"] == "skipped"
+    assert measure.loc[256, "status"] == "skipped"
+    assert "time budget" in measure.loc[128, "reason"]
+
+
+def test_sweep_estimates_every_unmeasured_point(tmp_path, fake_points):
+    frame = run_sweep(**{**TINY, "lengths": [16, 32, 64, 128, 256]}, output_dir=tmp_path,
+                      time_budget_s=10, memory_budget_bytes=GIB)
+    estimated = set(frame.loc[frame["status"] == "estimated", "seq_len"])
+    # Both skipped lengths, plus the smallest and largest measured ones as checks.
+    assert estimated == {16, 64, 128, 256}
+
+
+def test_sweep_stops_series_after_oom(tmp_path, monkeypatch):
+    fake = _fake_run_point({32: "oom"})
+    monkeypatch.setattr(sweep, "run_point", fake)
+    monkeypatch.setattr(sweep, "estimate_row", _fake_estimate_row)
+    frame = run_sweep(**{**TINY, "lengths": [16, 32, 64]}, output_dir=tmp_path,
+                      time_budget_s=600, memory_budget_bytes=GIB)
+    measure = frame[frame["method"] == "measure"].set_index("seq_len")
+    assert fake.calls == [16, 32]
+    assert measure.loc[64, "status"] == "skipped"
+    assert "oom" in measure.loc[64, "reason"]
+
+
+def test_sweep_retries_errors_on_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "estimate_row", _fake_estimate_row)
+    monkeypatch.setattr(sweep, "run_point", _fake_run_point({16: "error"}))
+    run_sweep(**TINY, output_dir=tmp_path, time_budget_s=600, memory_budget_bytes=GIB)
+    again = _fake_run_point()
+    monkeypatch.setattr(sweep, "run_point", again)
+    run_sweep(**TINY, output_dir=tmp_path, time_budget_s=600, memory_budget_bytes=GIB)
+    assert again.calls == [16]
+
+
+def test_sweep_rejects_unknown_phase(tmp_path, fake_points):
+    with pytest.raises(ConvbenchError):
+        run_sweep(**{**TINY, "phases": ["backward"]}, output_dir=tmp_path, time_budget_s=1,
+                  memory_budget_bytes=GIB)
+
+
+def test_sweep_rejects_unknown_model(tmp_path, fake_points):
+    with pytest.raises(ConvbenchError):
+        run_sweep(**{**TINY, "models": ["bert4rec"]}, output_dir=tmp_path, time_budget_s=1,
+                  memory_budget_bytes=GIB)
+
+
+def test_attach_costs_prefers_measured():
+    points = pd.DataFrame([
+        {"model": "sasrec", "phase": "train", "seq_len": 16, "batch_size": 128,
+         "hidden_size": 8, "device": "cpu", "status": "measured", "time_median_s": 0.5,
+         "peak_live_bytes": 100.0, "rss_growth_bytes": 10.0, "cuda_peak_bytes": None},
+        {"model": "sasrec", "phase": "train", "seq_len": 32, "batch_size": 128,
+         "hidden_size": 8, "device": "cpu", "status": "estimated", "peak_live_bytes": 400.0},
+    ])
+    accuracy = pd.DataFrame({"model": ["sasrec", "sasrec"], "seq_len": [16, 32],
+                             "hidden_size": [8, 8], "device": ["cpu", "cpu"]})
+    joined = sweep.attach_costs(accuracy, points).set_index("seq_len")
+    assert joined.loc[16, "train_step_seconds"] == 0.5
+    assert joined.loc[32, "peak_live_bytes"] == 400.0
+    assert pd.isna(joined.loc[32, "train_step_seconds"])
+
+
+def test_accuracy_sweep_resumes(tmp_path, monkeypatch):
+    import convrec.experiment as experiment
+
+    calls = []
+
+    def fake_accuracy_point(model_name, dataset, *, max_len, seed, work_dir, data_dir=None,
+                            device="cpu", overrides=None):
+        calls.append((model_name, max_len, seed, overrides["hidden_size"]))
+        return {"test_full_ndcg@10": 0.1, "test_full_hr@10": 0.2, "epochs": 1,
+                "train_seconds": 1.0, "params": 10}
+
+    monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
+    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 40)
+    options = dict(models=["sasrec"], lengths=[16, 32, 64], dataset="ml-100k", seeds=2,
+                   hidden_size=8, output_dir=tmp_path, progress=False)
+    frame = sweep.run_accuracy_sweep(**options)
+    # L=64 exceeds the longest history of 40 and is left out.
+    assert sorted(frame["seq_len"].tolist()) == [16, 16, 32, 32]
+    assert calls[0] == ("sasrec", 16, 0, 8)
+    sweep.run_accuracy_sweep(**options)
+    assert len(calls) == 4
+
+
+def test_accuracy_sweep_rejects_short_dataset(tmp_path, monkeypatch):
+    import convrec.experiment as experiment
+
+    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 10)
+    with pytest.raises(ConvbenchError):
+        sweep.run_accuracy_sweep(models=["sasrec"], lengths=[16], output_dir=tmp_path,
+                                 progress=False)
+
+
+# --- real point processes -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory):
+    """Real: a full `run_scale` of SASRec at L=8 and 16, B=1, D=8, training step only."""
+    output = tmp_path_factory.mktemp("scale")
+    paths = run_scale(**{key: value for key, value in TINY.items()}, output=output,
+                      time_budget_s=120, memory_budget_bytes=4 * GIB)
+    return output, paths
+
+
+def test_real_sweep_measures_points(real_sweep):
+    output, _ = real_sweep
+    frame = pd.read_csv(output / "points.csv")
+    measure = frame[frame["method"] == "measure"]
+    assert sorted(measure["seq_len"]) == [8, 16]
+    assert set(measure["status"]) == {"measured"}, measure["reason"].tolist()
+    assert (measure["time_median_s"] > 0).all()
+    assert (measure["peak_rss_bytes"] > 0).all()
+    assert measure["prov_torch_version"].notna().all()
+
+
+def test_real_sweep_estimates_match(real_sweep):
+    output, _ = real_sweep
+    frame = pd.read_csv(output / "points.csv")
+    measured = frame[frame["status"] == "measured"].set_index("seq_len")
+    estimated = frame[frame["status"] == "estimated"].set_index("seq_len")
+    for column in ("params", "flops", "saved_bytes", "peak_live_bytes"):
+        assert estimated.loc[16, column] == measured.loc[16, column], column
+
+
+def test_real_sweep_writes_report(real_sweep):
+    output, paths = real_sweep
+    summary = paths["summary"].read_text()
+    assert "## Scaling exponents" in summary
+    assert "## Estimate against measurement" in summary
+    assert (output / "scale_cpu_B1.png").stat().st_size > 0
+    records = json.loads(paths["provenance"].read_text())
+    # Two measured points plus their two estimates, each row with its provenance.
+    assert sum(record["rows"] for record in records) == 4
+
+
+def test_real_sweep_resume_measures_nothing(real_sweep, monkeypatch):
+    output, _ = real_sweep
+    before = pd.read_csv(output / "points.csv")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a resumed sweep started a point process")
+
+    monkeypatch.setattr(sweep, "run_point", fail)
+    run_sweep(**TINY, output_dir=output, time_budget_s=120, memory_budget_bytes=4 * GIB)
+    after = pd.read_csv(output / "points.csv")
+    assert len(after) == len(before)
+
+
+def test_real_sweep_timeout_is_estimated(tmp_path):
+    frame = run_sweep(**TINY, output_dir=tmp_path, time_budget_s=0.2,
+                      memory_budget_bytes=4 * GIB)
+    measure = frame[frame["method"] == "measure"].set_index("seq_len")
+    estimated = frame[frame["status"] == "estimated"]
+    assert measure.loc[8, "status"] == "timeout"
+    assert measure.loc[16, "status"] == "skipped"
+    assert sorted(estimated["seq_len"]) == [8, 16]
+    assert (estimated["flops"] > 0).all()
+
+
+def test_real_point_out_of_memory():
+    # 1 MiB cannot even hold the interpreter, so the parent's RSS watch kills the child.
+    row = run_point(PointSpec("sasrec", 8, 1, 8, "infer"), time_budget_s=60,
+                    memory_budget_bytes=1 << 20)
+    assert row["status"] == "oom"
+
+
+# --- point helpers, report and command line ------------------------------------------------------
+
+
+@pytest.mark.parametrize("error, expected", [
+    (MemoryError(), True),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 B"), True),
+    (RuntimeError("shape mismatch"), False),
+    (ValueError("out of memory"), False),
+])
+def test_is_out_of_memory(error, expected):
+    assert is_out_of_memory(error) is expected
+
+
+def test_tidy_frame_keeps_points_without_values():
+    points = pd.DataFrame([
+        {"model": "sasrec", "phase": "train", "seq_len": 8, "batch_size": 1, "hidden_size": 8,
+         "device": "cpu", "method": "measure", "status": "measured", "reason": "",
+         "flops": 10.0, "params": 3.0, "prov_torch_version": "2.13"},
+        {"model": "sasrec", "phase": "train", "seq_len": 16, "batch_size": 1, "hidden_size": 8,
+         "device": "cpu", "method": "measure", "status": "timeout", "reason": "slow",
+         "flops": None, "params": None, "prov_torch_version": None},
+    ])
+    tidy = tidy_frame(points)
+    assert len(tidy) == 3
+    assert tidy.loc[tidy["seq_len"] == 16, "status"].tolist() == ["timeout"]
+    assert list(tidy.columns[-3:]) == ["metric", "value", "prov_torch_version"]
+
+
+def test_summary_lists_crossover():
+    rows = []
+    for model, exponent in (("convrec", 1), ("sasrec", 2)):
+        for length in (16, 32, 64, 128, 256):
+            rows.append({"model": model, "phase": "train", "seq_len": length, "batch_size": 1,
+                         "hidden_size": 8, "device": "cpu", "method": "measure",
+                         "status": "measured", "reason": "",
+                         "time_median_s": (100.0 if model == "convrec" else 0.5)
+                         * length**exponent})
+    summary = render_summary(pd.DataFrame(rows))
+    assert "L = 200" in summary
+
+
+def test_write_report_files(tmp_path):
+    points = pd.DataFrame([{"model": "sasrec", "phase": "train", "seq_len": 8,
+                            "batch_size": 1, "hidden_size": 8, "device": "cpu",
+                            "method": "measure", "status": "skipped", "reason": "too slow"}])
+    paths = write_report(tmp_path, points)
+    assert "too slow" in paths["summary"].read_text()
+    assert paths["tidy"].stat().st_size > 0
+
+
+def test_parse_int_list_sorts_and_dedups():
+    assert parse_int_list("128, 1,32,1", "--batch-sizes") == [1, 32, 128]
+
+
+@pytest.mark.parametrize("text", ["", "1,x", "0,4"])
+def test_parse_int_list_rejects(text):
+    with pytest.raises(ConvbenchError):
+        parse_int_list(text, "--lengths")
+
+
+def test_parse_name_list_rejects_unknown():
+    with pytest.raises(ConvbenchError):
+        parse_name_list("train,backward", "--phases", ["train", "infer"])
+
+
+def test_scale_command_passes_options(tmp_path, monkeypatch):
+    received = {}
+
+    def fake_run_scale(**kwargs):
+        received.update(kwargs)
+        return {}
+
+    monkeypatch.setattr("bench.scale_cli.run_scale", fake_run_scale)
+    import typer
+
+    app = typer.Typer()
+    app.command()(scale_command)
+    result = CliRunner().invoke(app, ["--lengths", "64,16", "--models", "sasrec",
+                                      "--memory-budget", "2", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert received["lengths"] == [16, 64]
+    assert received["models"] == ["sasrec"]
+    assert received["memory_budget_bytes"] == 2 * GIB
+    assert received["hidden_size"] == 64
+
+
+def test_scale_command_rejects_bad_range(tmp_path):
+    with pytest.raises(ConvbenchError):
+        scale_command(max_len=16, min_len=64, output=tmp_path)
