@@ -91,8 +91,9 @@ def _merge(csv_path: Path, new_rows: pd.DataFrame) -> pd.DataFrame:
     if not csv_path.exists():
         return new_rows.reset_index(drop=True)
     old = pd.read_csv(csv_path)
-    replaced = set(zip(new_rows["model"], new_rows["seed"]))
-    keep = [(model, seed) not in replaced for model, seed in zip(old["model"], old["seed"])]
+    replaced = set(zip(new_rows["model"], new_rows["seed"], strict=True))
+    keep = [(model, seed) not in replaced
+            for model, seed in zip(old["model"], old["seed"], strict=True)]
     merged = pd.concat([old[keep], new_rows], ignore_index=True)
     return merged.sort_values(["model", "seed", "protocol"], kind="stable").reset_index(drop=True)
 
@@ -170,7 +171,7 @@ def plot_accuracy(dataset: str, table: pd.DataFrame, path: Path) -> None:
     models = list(dict.fromkeys(table["model"]))
     panels = [("sampled", "HR@10"), ("sampled", "NDCG@10"), ("full", "HR@10"), ("full", "NDCG@10")]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=False)
-    for axis, (protocol, metric) in zip(axes, panels):
+    for axis, (protocol, metric) in zip(axes, panels, strict=True):
         part = summary[(summary["protocol"] == protocol) & (summary["metric"] == metric)]
         part = part.set_index("model").reindex(models)
         axis.bar(range(len(models)), part["mean"], yerr=part["std"], capsize=3,

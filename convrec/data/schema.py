@@ -109,7 +109,7 @@ class DatasetMeta:
 
 def synthetic_meta(num_items: int = 50, attribute_width: int = 8, context_width: int = 6,
                    seed: int = 0, name: str = "synthetic") -> DatasetMeta:
-    """Build a DatasetMeta with random attributes, for tests and for profiling at arbitrary sizes."""
+    """Build a DatasetMeta with random attributes, for tests and for profiling at any size."""
     rng = np.random.default_rng(seed)
     attributes = rng.random((num_items + 1, attribute_width), dtype=np.float32)
     attributes[0] = 0.0
