@@ -37,7 +37,7 @@ def gate(session: nox.Session) -> None:
 def benchmark(session: nox.Session) -> None:
     """Time a training step of each model at a few sizes with pytest-benchmark."""
     install(session)
-    session.run("pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider",
+    session.run("pytest", "benchmarks", "--benchmark-only",
                 *session.posargs)
 
 

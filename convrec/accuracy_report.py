@@ -27,10 +27,11 @@ TRAINING_METRICS = ["epochs", "best_epoch", "train_seconds", "seconds_per_epoch"
 
 TUNING_STATEMENT = (
     "Tuning budget: none for any model. Each model runs with the defaults its docstring "
-    "documents (from its paper or its authors' code) unless the model label lists an override, "
-    "and every model uses the same stopping rule: validation NDCG@10 (sampled) after every "
-    "`eval_every` epochs, stop after `patience` evaluations without improvement, test the best "
-    "checkpoint."
+    "documents (from its paper or its authors' code) unless the model label lists an override. "
+    "Every model is selected the same way: validation NDCG@10 (sampled) every `eval_every` "
+    "epochs, a stop after `patience` evaluations without improvement, and the test metrics of "
+    "the checkpoint with the best validation score. `eval_every`, `patience` and `max_epochs` "
+    "are per-model defaults, listed with every other setting in the provenance file."
 )
 
 

@@ -36,6 +36,8 @@ def clustered_dataset(num_users: int = 90, num_groups: int = 6, items_per_group:
                       length: int = 15, seed: int = 0) -> InteractionData:
     """Each user draws all items from one group, so a model that learns groups ranks well.
 
+    The group is also each item's attribute vector (one-hot).
+
     Among the evaluation negatives about one in `num_groups` share the target's group, so a
     model that ranks the user's group first reaches HR@10 near 1 with 30 negatives.
     """
@@ -49,7 +51,10 @@ def clustered_dataset(num_users: int = 90, num_groups: int = 6, items_per_group:
             rows.append((f"u{user}", f"i{item + 1}", 1_000_000_000 + 3_600 * position))
     interactions = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
     interactions["line"] = np.arange(1, len(interactions) + 1)
-    attributes = pd.DataFrame(rng.random((num_items, 2)), columns=["a", "b"],
+    # Attributes: the item's group, one-hot, so attribute-aware models can share it across items.
+    groups = np.arange(num_items) // items_per_group
+    attributes = pd.DataFrame(np.eye(num_groups)[groups],
+                              columns=[f"group_{g}" for g in range(num_groups)],
                               index=[f"i{item}" for item in range(1, num_items + 1)])
     raw = RawDataset(name="clustered", source="generated", interactions=interactions,
                      item_attributes=attributes)
