@@ -28,7 +28,7 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
 
 
 def run_accuracy_command(*, models: str, datasets: str, all_datasets: bool, seeds: int,
-                         max_epochs: int | None, output: Path, work_dir: Path,
+                         first_seed: int, max_epochs: int | None, output: Path, work_dir: Path,
                          data_dir: Path | None, device: str, progress: bool) -> None:
     specs = parse_model_specs(models)
     if all_datasets:
@@ -40,14 +40,15 @@ def run_accuracy_command(*, models: str, datasets: str, all_datasets: bool, seed
         names = [name.strip() for name in datasets.split(",") if name.strip()]
     torch_device = resolve_device(device)
     extra = {"max_epochs": max_epochs} if max_epochs is not None else {}
-    logger.info("datasets: %s; models: %s; seeds: 0..%d; device: %s", ", ".join(names),
-                ", ".join(spec.label for spec in specs), seeds - 1, torch_device)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    logger.info("datasets: %s; models: %s; seeds: %s; device: %s", ", ".join(names),
+                ", ".join(spec.label for spec in specs), seed_list, torch_device)
 
     for name in names:
         data, split = prepare_dataset(name, work_dir, data_dir)
         results = []
         for spec in specs:
-            for seed in range(seeds):
+            for seed in seed_list:
                 result = run_one(spec, data, split, seed=seed, work_dir=work_dir,
                                  device=torch_device, extra_overrides=extra, progress=progress)
                 sampled = result["metrics"]["test_sampled"]

@@ -73,8 +73,11 @@ def accuracy_command(
     all_datasets: Annotated[bool, typer.Option(
         "--all-datasets", help="Run on every dataset that can be found without downloading, "
                                "instead of --datasets.")] = False,
-    seeds: Annotated[int, typer.Option(min=1, help="Number of training seeds: 0, 1, ..., "
-                                                    "seeds-1.")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of training seeds, counted from "
+                                                    "--first-seed.")] = 3,
+    first_seed: Annotated[int, typer.Option(
+        min=0, help="First training seed; use it to split the seeds of one protocol across "
+                    "processes or machines that share the work directory.")] = 0,
     max_epochs: Annotated[int | None, typer.Option(
         min=1, help="Cap every model's number of training epochs (default: each model's "
                     "own max_epochs).")] = None,
@@ -93,8 +96,9 @@ def accuracy_command(
     from bench.accuracy import run_accuracy_command
 
     run_accuracy_command(models=models, datasets=datasets, all_datasets=all_datasets,
-                         seeds=seeds, max_epochs=max_epochs, output=output, work_dir=work_dir,
-                         data_dir=data_dir, device=device, progress=progress)
+                         seeds=seeds, first_seed=first_seed, max_epochs=max_epochs,
+                         output=output, work_dir=work_dir, data_dir=data_dir, device=device,
+                         progress=progress)
 
 
 @data_app.command("info")
