@@ -21,17 +21,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import os
-import platform
-import socket
 import statistics
-import subprocess
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -44,6 +38,7 @@ from convrec.data.schema import synthetic_meta
 from convrec.errors import ConvbenchError
 from convrec.models.base import SequentialRecommender
 from convrec.models.registry import get_model_class
+from convrec.provenance import provenance  # noqa: F401  (re-exported for the sweep and gate)
 
 logger = logging.getLogger(__name__)
 
@@ -452,46 +447,3 @@ def time_point(model_name: str, *, seq_len: int, batch_size: int, hidden_size: i
     logger.debug("timed %s L=%d B=%d %s: %s", model_name, seq_len, batch_size, phase, times)
     return {**_point(model_name, seq_len, batch_size, hidden_size, phase, num_candidates, device),
             **summarize_times(times), "repeats": repeats, "warmup": warmup}
-
-
-# --- provenance -------------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    repository = Path(__file__).resolve().parent.parent
-    try:
-        completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository,
-                                   capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() or None
-
-
-def provenance() -> dict[str, Any]:
-    """Return where and when a measurement ran: machine, CPU, torch, commit, time, threads.
-
-    `git_commit` is None outside a git checkout. `cuda_device` is None without CUDA.
-    """
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "git_commit": _git_commit(),
-        "utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch_num_threads": torch.get_num_threads(),
-    }

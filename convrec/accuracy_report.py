@@ -146,9 +146,9 @@ def render_markdown(dataset: str, table: pd.DataFrame, runs: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", TUNING_STATEMENT, ""]
 
-    machines = sorted({(run["provenance"].get("cpu", "?"), run["provenance"].get("device", "?"),
-                        run["provenance"].get("torch", "?")) for run in runs.values()})
-    commits = sorted({run["provenance"].get("commit", "?") for run in runs.values()})
+    machines = sorted({(_recorded(run, "cpu_model", "cpu"), _recorded(run, "device", "device"),
+                        _recorded(run, "torch_version", "torch")) for run in runs.values()})
+    commits = sorted({_recorded(run, "git_commit", "commit") for run in runs.values()})
     lines += ["## Provenance", ""]
     for cpu, device, torch_version in machines:
         lines.append(f"- machine: {cpu}, device {device}, torch {torch_version}")
@@ -157,6 +157,12 @@ def render_markdown(dataset: str, table: pd.DataFrame, runs: dict) -> str:
                  f"`{dataset}.provenance.json`")
     lines.append("")
     return "\n".join(lines)
+
+
+def _recorded(run: dict, key: str, older_key: str) -> str:
+    # Results written before provenance keys were unified use the older key names.
+    record = run["provenance"]
+    return str(record.get(key, record.get(older_key, "?")))
 
 
 def _mean_std(rows: pd.DataFrame, fmt: str) -> str:

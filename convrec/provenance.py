@@ -8,13 +8,15 @@ import socket
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
+REPOSITORY = Path(__file__).resolve().parent.parent
 
-def git_commit(directory: Path | None = None) -> str:
-    """Return the commit of the checkout at `directory`, with "+dirty" for uncommitted changes."""
-    directory = directory or Path(__file__).resolve().parent.parent
+
+def git_commit(directory: Path = REPOSITORY) -> str | None:
+    """Return the checked-out commit, with "+dirty" for uncommitted changes; None outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -22,37 +24,39 @@ def git_commit(directory: Path | None = None) -> str:
                                 cwd=directory, capture_output=True, text=True, timeout=10,
                                 check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("+dirty" if status else "")
+        return None
+    return commit + ("+dirty" if status else "") if commit else None
 
 
 def cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine()
 
 
-def provenance(device: torch.device | str | None = None) -> dict:
-    """Describe where and with what a result was produced."""
-    record = {
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "host": socket.gethostname(),
+def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Describe where and when a result was produced: machine, CPU, torch, commit, time, threads.
+
+    `cuda_device` names the GPU when CUDA is available, else it is None. `device` is recorded
+    when given.
+    """
+    record: dict[str, Any] = {
+        "hostname": socket.gethostname(),
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+        "utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch_num_threads": torch.get_num_threads(),
     }
     if device is not None:
-        device = torch.device(device)
-        record["device"] = str(device)
-        if device.type == "cuda":
-            record["gpu"] = torch.cuda.get_device_name(device)
-            record["cuda"] = torch.version.cuda
+        record["device"] = str(torch.device(device))
     return record
