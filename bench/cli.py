@@ -64,9 +64,9 @@ def configure(
 @handle_errors
 def accuracy_command(
     models: Annotated[str, typer.Option(
-        help="Comma-separated models to train, each `name` or `name:key=value,...` to override "
-             "config fields, for example `convrec:padding_mask=true`. Separate several "
-             "overridden models with `;`.")] = DEFAULT_MODELS,
+        help="Models to train: convrec, sasrec, carca, separated by commas. To override "
+             "config fields write `name:key=value,key=value` and separate models with `;`, "
+             "for example `convrec:padding_mask=true;sasrec:max_len=50`.")] = DEFAULT_MODELS,
     datasets: Annotated[str, typer.Option(
         help="Comma-separated dataset names (ml-100k, ml-1m) or paths to dataset files or "
              "directories.")] = "ml-100k",

@@ -5,6 +5,10 @@ the least-squares slope of log cost against log L. Linear growth (ConvRec) gives
 self-attention k close to 2 once the quadratic term dominates. Small lengths are dominated by
 fixed costs (parameters, kernel launches, the Python interpreter), so exponents are fitted over
 the upper half of the measured length range, on a logarithmic scale.
+
+A line through two points always fits exactly (R^2 = 1), so a fit over fewer than three lengths
+tells nothing about whether the cost follows a power law. Such series are reported without an
+exponent, and fits with a low R^2 are flagged.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ FIT_METRICS = (
     "flops",
 )
 
+# Fewest distinct lengths of a reported exponent: with two, R^2 is 1 whatever the costs are.
+MIN_FIT_LENGTHS = 3
+# Below this R^2 a slope does not describe the costs well enough to be read as an exponent.
+# 0.9 is a judgement call, not a statistical test.
+LOW_R2 = 0.9
+LOW_R2_NOTE = "low R²: noisy or not a power law"
+
 # Returned by crossover_length when ConvRec is already cheaper at the smallest shared length,
 # so the crossover lies somewhere below the measured range.
 BELOW_RANGE = "below range"
@@ -39,8 +50,8 @@ def fit_exponent(lengths: Sequence[float], costs: Sequence[float]) -> tuple[floa
     """Fit log(cost) = slope * log(L) + intercept by least squares.
 
     Returns (slope, intercept, r2), with natural logarithms, so cost = exp(intercept) * L^slope.
-    R^2 is 1.0 when the costs lie exactly on the line, including the case of constant costs.
-    Raises ConvbenchError unless there are at least two distinct positive lengths and every cost
+    R^2 is 1.0 when the costs lie exactly on the line, including the case of constant costs,
+    and so always with two lengths. Raises ConvbenchError unless there are at least two distinct positive lengths and every cost
     is positive and finite.
     """
     x = np.asarray(lengths, dtype=float)
@@ -78,16 +89,17 @@ def fit_exponent(lengths: Sequence[float], costs: Sequence[float]) -> tuple[floa
 def upper_half(lengths: Sequence[int]) -> list[int]:
     """Return the distinct lengths in the upper half of their range on a log scale.
 
-    The cut is the geometric mean of the smallest and largest length. At least two lengths are
-    kept whenever two exist, so that a slope can still be fitted on a short sweep.
+    The cut is the geometric mean of the smallest and largest length. The largest
+    MIN_FIT_LENGTHS lengths are kept whenever that many exist, so that a short sweep still
+    gets a fit whose R^2 means something.
     """
     distinct = sorted(set(int(length) for length in lengths))
-    if len(distinct) <= 2:
+    if len(distinct) <= MIN_FIT_LENGTHS:
         return distinct
     cut = math.sqrt(distinct[0] * distinct[-1])
     upper = [length for length in distinct if length >= cut]
-    if len(upper) < 2:
-        upper = distinct[-2:]
+    if len(upper) < MIN_FIT_LENGTHS:
+        upper = distinct[-MIN_FIT_LENGTHS:]
     return upper
 
 
@@ -97,12 +109,16 @@ def scaling_exponents(frame: pd.DataFrame, metrics: Sequence[str] = FIT_METRICS,
 
     `frame` is the wide sweep table (one row per point, with the columns of SERIES_COLUMNS,
     `seq_len`, `status` and one column per metric). Rows whose metric is missing or not positive
-    are left out, and a series with fewer than two usable lengths gets no row. Passing
+    are left out, and a series without a usable row gets no row. Passing
     statuses=("measured", "estimated") also fits the estimated FLOPs and bytes, which reach
     lengths that were too large to measure.
+
+    The `note` column is empty for a usable fit. A series with fewer than MIN_FIT_LENGTHS usable
+    lengths gets NaN slope, r2 and intercept, and a note saying why. A fit with R^2 below LOW_R2
+    keeps its numbers and gets LOW_R2_NOTE.
     """
     columns = [*SERIES_COLUMNS, "status", "metric", "slope", "r2", "intercept",
-               "n_points", "min_len", "max_len"]
+               "n_points", "min_len", "max_len", "note"]
     rows = []
     for status in statuses:
         subset = frame[frame["status"] == status]
@@ -114,15 +130,22 @@ def scaling_exponents(frame: pd.DataFrame, metrics: Sequence[str] = FIT_METRICS,
                 usable = series.assign(_value=values)
                 usable = usable[np.isfinite(usable["_value"]) & (usable["_value"] > 0)]
                 fitted_lengths = upper_half(usable["seq_len"].astype(int).tolist())
-                if len(fitted_lengths) < 2:
+                if not fitted_lengths:
                     continue
                 usable = usable[usable["seq_len"].astype(int).isin(fitted_lengths)]
                 # A length measured twice (for example on resume) contributes its mean.
                 by_length = usable.groupby("seq_len")["_value"].mean()
+                span = [len(by_length), int(by_length.index.min()), int(by_length.index.max())]
+                if len(by_length) < MIN_FIT_LENGTHS:
+                    note = (f"not available: {len(by_length)} length(s), a fit needs at least "
+                            f"{MIN_FIT_LENGTHS}")
+                    rows.append([*key, status, metric, math.nan, math.nan, math.nan, *span,
+                                 note])
+                    continue
                 slope, intercept, r2 = fit_exponent(by_length.index.to_numpy(dtype=float),
                                                     by_length.to_numpy())
-                rows.append([*key, status, metric, slope, r2, intercept, len(by_length),
-                             int(by_length.index.min()), int(by_length.index.max())])
+                note = LOW_R2_NOTE if r2 < LOW_R2 else ""
+                rows.append([*key, status, metric, slope, r2, intercept, *span, note])
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -7,6 +7,7 @@ without touching pyplot's global state, so plotting works on machines without a 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter, ScalarFormatter
 
 from bench.point import PHASES
 
@@ -29,6 +30,12 @@ _PANELS = (
 )
 _PHASE_TITLES = {"train": "training step", "infer": "inference"}
 _GUIDE_SLOPES = (1, 2)
+# Mantissas of the tick sets tried on a log axis with fewer than two powers of ten in view,
+# sparsest first; the first set with _NARROW_LOG_TICKS ticks in view is used, else the last.
+# Consecutive mantissas of the last two sets differ by at most a factor of 2, so any view that
+# spans a factor of 4 shows at least two of their ticks.
+_NARROW_LOG_SUBS = ((1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), tuple(range(1, 10)))
+_NARROW_LOG_TICKS = 3
 
 
 def _model_colors(models: Sequence[str]) -> dict[str, tuple]:
@@ -98,8 +105,34 @@ def _draw_panel(axes, frame: pd.DataFrame, column: str, colors: dict, on_cuda: b
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.set_yscale("log")
-    # Minor tick labels of a log axis spanning less than a decade overlap each other.
-    axes.yaxis.set_minor_formatter(NullFormatter())
+    label_log_axis(axes.yaxis)
+
+
+def label_log_axis(axis) -> None:
+    """Give a log-scaled axis at least two tick labels without crowding them.
+
+    Call it after the data are drawn, because it reads the view limits. With two or more powers
+    of ten in view, only those are labelled, since labelled minor ticks over several decades
+    overlap. With fewer, the axis gets labelled ticks at 1-2-5 mantissas, or at denser ones
+    when the view is too narrow for three of those, so that its values can still be read.
+    """
+    low, high = sorted(axis.get_view_interval())
+
+    def ticks_in_view(locator) -> int:
+        return sum(1 for tick in locator.tick_values(low, high) if low <= tick <= high)
+
+    axis.set_minor_formatter(NullFormatter())
+    if ticks_in_view(LogLocator(base=10)) >= 2:
+        return
+    for subs in _NARROW_LOG_SUBS:
+        locator = LogLocator(base=10, subs=subs)
+        if ticks_in_view(locator) >= _NARROW_LOG_TICKS:
+            break
+    axis.set_major_locator(locator)
+    # Infinite thresholds label every tick the locator places, instead of a subset chosen by
+    # the number of decades in view.
+    axis.set_major_formatter(LogFormatterSciNotation(base=10, labelOnlyBase=False,
+                                                     minor_thresholds=(math.inf, math.inf)))
 
 
 def _legend_handles(colors: dict, on_cuda: bool) -> list[Line2D]:
@@ -117,19 +150,33 @@ def _legend_handles(colors: dict, on_cuda: bool) -> list[Line2D]:
 
 
 def plot_scaling(frame: pd.DataFrame, output_dir: Path) -> list[Path]:
-    """Write one PNG per (device, batch size, width) of the sweep table `frame`; return the paths.
-
-    Each figure has one row per phase and three columns: time per step, memory (peak live tensor
-    bytes, plus the CUDA peak on CUDA) and FLOPs, all against L on log-log axes.
-    """
+    """Write the figures of `scaling_figures` as PNG files into `output_dir`; return the paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if frame.empty:
         logger.warning("the sweep table is empty; no scaling figure written")
         return []
+    paths = []
+    for name, figure in scaling_figures(frame).items():
+        path = output_dir / f"{name}.png"
+        figure.savefig(path, dpi=120)
+        paths.append(path)
+    return paths
+
+
+def scaling_figures(frame: pd.DataFrame) -> dict[str, Figure]:
+    """Draw one figure per (device, batch size, width) of the sweep table `frame`.
+
+    Returns the figures by file stem, such as "scale_cpu_B1" (with "_D64" appended when the
+    table has several widths). Each figure has one row per phase and three columns: time per
+    step, memory (peak live tensor bytes, plus the CUDA peak on CUDA) and FLOPs, all against L
+    on log-log axes.
+    """
+    if frame.empty:
+        return {}
     colors = _model_colors(frame["model"].unique().tolist())
     several_widths = frame["hidden_size"].nunique() > 1
-    paths = []
+    figures = {}
 
     for (device, batch_size, hidden_size), setting in frame.groupby(
             ["device", "batch_size", "hidden_size"], sort=True):
@@ -155,10 +202,8 @@ def plot_scaling(frame: pd.DataFrame, output_dir: Path) -> list[Path]:
         name = f"scale_{device}_B{batch_size}"
         if several_widths:
             name += f"_D{hidden_size}"
-        path = output_dir / f"{name.replace(':', '-')}.png"
-        figure.savefig(path, dpi=120)
-        paths.append(path)
-    return paths
+        figures[name.replace(":", "-")] = figure
+    return figures
 
 
 def plot_accuracy_vs_cost(accuracy: pd.DataFrame, output_path: Path, *,
@@ -200,7 +245,7 @@ def plot_accuracy_vs_cost(accuracy: pd.DataFrame, output_path: Path, *,
                 drawn = True
             if drawn:
                 axes.set_xscale("log")
-                axes.xaxis.set_minor_formatter(NullFormatter())
+                label_log_axis(axes.xaxis)
                 axes.legend(fontsize=8)
             else:
                 axes.text(0.5, 0.5, "no cost measured for these lengths",

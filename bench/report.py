@@ -23,6 +23,9 @@ import pandas as pd
 from bench.fit import (
     COMBINED_STATUS,
     FIT_METRICS,
+    LOW_R2,
+    LOW_R2_NOTE,
+    MIN_FIT_LENGTHS,
     crossovers,
     fill_with_estimates,
     scaling_exponents,
@@ -165,14 +168,22 @@ def _status_counts(points: pd.DataFrame) -> pd.DataFrame:
     return counts.sort_values(["method", "status"])
 
 
+def _fit_cell(slope: float, r2: float, note: str) -> str:
+    """Format one fit as "slope (R²)", or as its note alone when it has no slope."""
+    if math.isnan(slope):
+        return note
+    cell = f"{slope:.2f} ({r2:.3f})"
+    return f"{cell}, {note}" if note else cell
+
+
 def _exponent_table(points: pd.DataFrame) -> pd.DataFrame:
     """Return one row per setting, metric and status, with a "slope (R^2)" column per model."""
     combined = pd.concat([points, fill_with_estimates(points)], ignore_index=True)
     table = scaling_exponents(combined, FIT_METRICS, statuses=("measured", COMBINED_STATUS))
     if table.empty:
         return table
-    table = table.assign(fit=[f"{slope:.2f} ({r2:.3f})"
-                              for slope, r2 in zip(table["slope"], table["r2"], strict=True)],
+    table = table.assign(fit=[_fit_cell(slope, r2, note) for slope, r2, note
+                              in zip(table["slope"], table["r2"], table["note"], strict=True)],
                          lengths=table["min_len"].astype(str) + ".."
                          + table["max_len"].astype(str))
     index = ["device", "phase", "batch_size", "hidden_size", "metric", "status"]
@@ -229,8 +240,12 @@ def render_summary(points: pd.DataFrame, accuracy: pd.DataFrame | None = None,
     parts.append(_markdown_table(_status_counts(points)))
 
     parts.append("\n## Scaling exponents\n\n")
-    parts.append("Slope of log cost against log L, with R^2 in brackets, fitted by least squares "
-                 "over the upper half of each series' lengths on a log scale. Status "
+    parts.append("Slope of log cost against log L, with R² in brackets, fitted by least squares "
+                 "over the upper half of each series' lengths on a log scale, and over at least "
+                 f"{MIN_FIT_LENGTHS} lengths. A series with fewer usable lengths has no "
+                 "exponent, because a line through two points fits with R² = 1 whatever the "
+                 f"costs. A fit with R² below {LOW_R2} is marked `{LOW_R2_NOTE}`, and its "
+                 "slope should not be read as an exponent. Status "
                  f"`{COMBINED_STATUS}` fits the FLOPs and bytes of a series that has lengths "
                  "too large to measure, taking the fake-tensor estimate at those lengths.\n\n")
     parts.append(_markdown_table(_exponent_table(points)))

@@ -185,14 +185,9 @@ def scale_command(
 
     device_list = None
     if devices is not None:
-        device_list = parse_name_list(devices, "--devices")
-        if any(device.startswith("cuda") for device in device_list):
-            import torch
+        from bench.sweep import validate_devices
 
-            if not torch.cuda.is_available():
-                raise ConvbenchError("--devices requests cuda, but torch.cuda.is_available() "
-                                     "is false here; install a CUDA build of torch or use "
-                                     "--devices cpu")
+        device_list = validate_devices(parse_name_list(devices, "--devices"))
 
     run_scale(
         models=parse_name_list(models, "--models", model_names()),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -81,6 +82,46 @@ def default_devices() -> list[str]:
     import torch
 
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
+
+
+def validate_devices(devices: Sequence[str]) -> list[str]:
+    """Check that each device is `cpu`, `cuda` or `cuda:N` and usable here; return them.
+
+    Names are lowercased, stripped and deduplicated, keeping their order. Raises ConvbenchError
+    naming the device for any other name, for CUDA when torch sees no GPU, and for an index N
+    that is not below `torch.cuda.device_count()`.
+    """
+    valid = []
+    for device in devices:
+        name = str(device).strip().lower()
+        match = _CUDA_DEVICE.fullmatch(name)
+        if name != "cpu" and match is None:
+            raise ConvbenchError(f"invalid device {device!r}; valid devices are cpu, cuda and "
+                                 f"cuda:N, where N is a GPU index")
+        if match is not None:
+            name = _check_cuda_device(name, match.group(1))
+        if name not in valid:
+            valid.append(name)
+    return valid
+
+
+def _check_cuda_device(name: str, index: str | None) -> str:
+    """Return `name` with its index as a plain integer; raise when torch cannot use it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConvbenchError(f"device {name!r} requested, but torch.cuda.is_available() is "
+                             f"false here; install a CUDA build of torch or use cpu")
+    if index is None:
+        return name
+    count = torch.cuda.device_count()
+    if int(index) >= count:
+        raise ConvbenchError(f"invalid device {name!r}: torch sees {count} GPU(s), so the "
+                             f"index must be below {count}")
+    return f"cuda:{int(index)}"
 
 
 class ResultTable:
@@ -157,7 +198,8 @@ def run_sweep(
     """Measure every point of the grid that is not yet in `output_dir/points.csv`.
 
     Returns the whole table (measure and estimate rows). `devices` defaults to CPU plus CUDA where
-    available. Raises ConvbenchError for an unknown phase or an empty grid.
+    available. Raises ConvbenchError, before any point runs, for an unknown phase or model, an
+    invalid device (see `validate_devices`) or an empty grid.
     """
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
@@ -165,7 +207,7 @@ def run_sweep(
                              f"valid phases are: {', '.join(PHASES)}")
     for model in models:
         get_model_class(model)  # rejects an unknown name with the list of valid ones
-    devices = list(devices) if devices is not None else default_devices()
+    devices = validate_devices(devices) if devices is not None else default_devices()
     lengths = sorted(set(int(length) for length in lengths))
     if not (models and lengths and batch_sizes and phases and devices):
         raise ConvbenchError("the sweep grid is empty; give at least one model, length, batch "
@@ -237,12 +279,15 @@ def _run_series(table: ResultTable, specs: list[PointSpec], *, time_budget_s: fl
             _add_estimate_if_missing(table, spec, reason=f"stands in for {row['status']}")
         bar.update(1)
 
-    # Check the estimate against measurement at both ends of the measured range.
+    # Check the estimate against measurement at both ends of the measured range. A resumed table
+    # may hold lengths that this run does not request, so only requested lengths count.
+    specs_by_length = {spec.seq_len: spec for spec in specs}
     measured = sorted(int(row["seq_len"]) for row in _measured_rows(table, specs[-1],
-                                                                     below=math.inf))
+                                                                     below=math.inf)
+                      if int(row["seq_len"]) in specs_by_length)
     for length in sorted({measured[0], measured[-1]}) if measured else []:
-        spec = next(spec for spec in specs if spec.seq_len == length)
-        _add_estimate_if_missing(table, spec, reason="checks the estimate against measurement")
+        _add_estimate_if_missing(table, specs_by_length[length],
+                                 reason="checks the estimate against measurement")
 
 
 def _measured_rows(table: ResultTable, spec: PointSpec, below: float | None = None) -> list[dict]:

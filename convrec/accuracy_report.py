@@ -10,8 +10,10 @@ different models can be added over several invocations.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from convrec.errors import ConvbenchError  # noqa: E402
 from convrec.metrics import metric_names  # noqa: E402
 
 COLUMNS = ["dataset", "model", "seed", "protocol", "metric", "value"]
@@ -56,28 +59,40 @@ def result_rows(result: dict) -> list[dict]:
 
 
 def write_accuracy_report(results: list[dict], output_dir: Path) -> list[Path]:
-    """Merge `results` into the per-dataset reports under `output_dir`; return the files written."""
+    """Merge `results` into the per-dataset reports under `output_dir`; return the files written.
+
+    A lock file in `output_dir` serialises writers, so that processes sharing one output
+    directory (for example one per seed) do not lose each other's rows.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _write_locked(results, output_dir)
+
+
+def _write_locked(results: list[dict], output_dir: Path) -> list[Path]:
     written = []
     frame = pd.DataFrame([row for result in results for row in result_rows(result)],
                          columns=COLUMNS)
     for dataset, new_rows in frame.groupby("dataset", sort=True):
+        provenance_path = output_dir / f"{dataset}.provenance.json"
+        runs = _read_provenance(provenance_path)
+        for result in results:
+            if result["dataset"] != dataset:
+                continue
+            _check_same_data(provenance_path, runs, result)
+            runs[f"{result['model']}/seed{result['seed']}"] = {
+                "split_fingerprint": result.get("split_fingerprint"),
+                "config": result["config"],
+                "epochs_run": result["train"]["epochs_run"],
+                "best_epoch": result["train"]["best_epoch"],
+                "stopped_early": result["train"]["stopped_early"],
+                "wall_seconds": result["wall_seconds"],
+                "provenance": result["provenance"],
+            }
         csv_path = output_dir / f"{dataset}.csv"
         table = _merge(csv_path, new_rows)
         _write_text_atomic(csv_path, table.to_csv(index=False, float_format="%.6f"))
-
-        provenance_path = output_dir / f"{dataset}.provenance.json"
-        runs = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
-        for result in results:
-            if result["dataset"] == dataset:
-                runs[f"{result['model']}/seed{result['seed']}"] = {
-                    "config": result["config"],
-                    "epochs_run": result["train"]["epochs_run"],
-                    "best_epoch": result["train"]["best_epoch"],
-                    "stopped_early": result["train"]["stopped_early"],
-                    "wall_seconds": result["wall_seconds"],
-                    "provenance": result["provenance"],
-                }
         _write_text_atomic(provenance_path, json.dumps(runs, indent=2, sort_keys=True) + "\n")
 
         markdown_path = output_dir / f"{dataset}.md"
@@ -88,10 +103,45 @@ def write_accuracy_report(results: list[dict], output_dir: Path) -> list[Path]:
     return written
 
 
+def _read_provenance(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        runs = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConvbenchError(f"{path} is damaged ({error}); move it away or choose another "
+                             "--output") from None
+    if not isinstance(runs, dict):
+        raise ConvbenchError(f"{path} is not a convbench provenance file; move it away or "
+                             "choose another --output")
+    return runs
+
+
+def _check_same_data(path: Path, runs: dict, result: dict) -> None:
+    """Reject merging results of two different datasets that share a name into one report."""
+    new = result.get("split_fingerprint")
+    for key, run in runs.items():
+        old = run.get("split_fingerprint")
+        if old is not None and new is not None and old != new:
+            raise ConvbenchError(
+                f"{path} holds results of another dataset also named {result['dataset']!r} "
+                f"(run {key}, split fingerprint {old}; this run {new}); choose another --output"
+            )
+
+
 def _merge(csv_path: Path, new_rows: pd.DataFrame) -> pd.DataFrame:
     if not csv_path.exists():
         return new_rows.reset_index(drop=True)
-    old = pd.read_csv(csv_path)
+    try:
+        old = pd.read_csv(csv_path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as error:
+        raise ConvbenchError(f"{csv_path} is damaged ({error}); move it away or choose another "
+                             "--output") from None
+    missing = [column for column in COLUMNS if column not in old.columns]
+    if missing:
+        raise ConvbenchError(f"{csv_path} lacks the columns {', '.join(missing)} of a convbench "
+                             "accuracy table; move it away or choose another --output")
     replaced = set(zip(new_rows["model"], new_rows["seed"], strict=True))
     keep = [(model, seed) not in replaced
             for model, seed in zip(old["model"], old["seed"], strict=True)]
@@ -112,8 +162,8 @@ def render_markdown(dataset: str, table: pd.DataFrame, runs: dict) -> str:
     models = list(dict.fromkeys(table["model"]))
     lines = [f"# Accuracy on {dataset}", ""]
     lines.append("Test metrics of the checkpoint with the best validation NDCG@10, mean ± "
-                 "standard deviation over seeds. Ties between scores count against the "
-                 "target (pessimistic rule).")
+                 "standard deviation over seeds (the mean alone for one seed). Ties between "
+                 "scores count against the target (pessimistic rule).")
     lines.append("")
     for protocol, title in (("sampled", "Sampled: target plus 100 stored negatives"),
                             ("full", "Full ranking: every item, the user's other "
@@ -169,6 +219,8 @@ def _mean_std(rows: pd.DataFrame, fmt: str) -> str:
     if rows.empty:
         return "–"
     row = rows.iloc[0]
+    if row["count"] < 2:
+        return fmt.format(row["mean"])
     return f"{fmt.format(row['mean'])} ± {fmt.format(row['std'])}"
 
 
@@ -177,17 +229,19 @@ def plot_accuracy(dataset: str, table: pd.DataFrame, path: Path) -> None:
     summary = summarize(table)
     models = list(dict.fromkeys(table["model"]))
     panels = [("sampled", "HR@10"), ("sampled", "NDCG@10"), ("full", "HR@10"), ("full", "NDCG@10")]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=False)
+    # Labels with overrides can be long, so they are wrapped and the layout is constrained.
+    tick_labels = [textwrap.fill(model, 18) for model in models]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.2),
+                                layout="constrained")
     for axis, (protocol, metric) in zip(axes, panels, strict=True):
         part = summary[(summary["protocol"] == protocol) & (summary["metric"] == metric)]
         part = part.set_index("model").reindex(models)
         axis.bar(range(len(models)), part["mean"], yerr=part["std"], capsize=3,
                  color=plt.cm.tab10.colors[: len(models)])
-        axis.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=8)
+        axis.set_xticks(range(len(models)), tick_labels, rotation=30, ha="right", fontsize=7)
         axis.set_title(f"{metric} ({protocol})", fontsize=10)
         axis.set_ylim(0, max(1e-3, float(part["mean"].max() + part["std"].max()) * 1.15))
     figure.suptitle(f"{dataset}: test accuracy, mean ± std over seeds", fontsize=11)
-    figure.tight_layout()
     temporary = path.with_suffix(".tmp.png")
     figure.savefig(temporary, dpi=120)
     plt.close(figure)

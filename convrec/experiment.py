@@ -88,12 +88,19 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
+    """Turn `auto`, `cpu`, `cuda` or `cuda:N` into a torch device that exists here."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ConvbenchError(f"invalid device {device!r}; use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConvbenchError(f"device {device!r} requested but CUDA is not available here; "
                              "install a CUDA build of torch or use --device cpu")
-    return torch.device(device)
+    return resolved
 
 
 def config_digest(config) -> str:
@@ -130,30 +137,41 @@ def run_one(
     progress: bool = True,
 ) -> dict:
     """Train and evaluate one (model, dataset, seed), or return its stored result."""
-    overrides = dict(spec.overrides)
-    overrides.update(extra_overrides or {})
+    # Settings given on the command line (such as --max-epochs) become part of the label, so
+    # that runs with different settings never share a row of the report.
+    spec = ModelSpec(spec.name, spec.overrides + tuple((extra_overrides or {}).items()))
     seed_everything(seed)
-    model = build_model(spec.name, data.meta(), **overrides)
+    model = build_model(spec.name, data.meta(), **dict(spec.overrides))
     config = dataclasses.asdict(model.config)
     run_dir = (work_dir / _safe_name(data.name) / _safe_name(spec.label)
                / f"{config_digest(model.config)}-seed{seed}")
     result_path = run_dir / "result.json"
     if result_path.exists():
+        result = _read_result(result_path)
+        if result.get("split_fingerprint") != split.fingerprint:
+            raise ConvbenchError(
+                f"{result_path} was computed on another version of dataset {data.name!r} "
+                f"(split fingerprint {result.get('split_fingerprint')} there, "
+                f"{split.fingerprint} now); delete {run_dir} to train it again, or use "
+                "another --work-dir"
+            )
         logger.info("reusing finished run %s", run_dir)
-        return json.loads(result_path.read_text())
+        return result
 
-    started = time.perf_counter()
     trainer = Trainer(model, split, seed=seed, device=device,
                       checkpoint_path=run_dir / "checkpoint.pt", progress=progress,
                       description=f"{data.name} {spec.label} seed {seed}")
     train = trainer.fit()
+    evaluation_started = time.perf_counter()
     metrics = {
         "valid_sampled": evaluate(model, split, "valid", full=False, device=device),
         "test_sampled": evaluate(model, split, "test", full=False, device=device),
         "test_full": evaluate(model, split, "test", full=True, device=device),
     }
+    evaluation_seconds = time.perf_counter() - evaluation_started
     result = {
         "dataset": data.name,
+        "split_fingerprint": split.fingerprint,
         "model": spec.label,
         "model_name": spec.name,
         "seed": seed,
@@ -161,11 +179,22 @@ def run_one(
         "params": sum(p.numel() for p in model.parameters()),
         "train": train.to_dict(),
         "metrics": metrics,
-        "wall_seconds": time.perf_counter() - started,
+        "evaluation_seconds": evaluation_seconds,
+        # Training time summed over every resumed part, plus the final evaluation.
+        "wall_seconds": train.train_seconds + evaluation_seconds,
         "provenance": provenance(device),
     }
     write_json_atomic(result_path, result)
     return result
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConvbenchError(
+            f"{path} is damaged ({error}); delete it to train that run again"
+        ) from None
 
 
 def run_accuracy_point(

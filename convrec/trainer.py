@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,8 +167,9 @@ class Trainer:
             state["epoch"] = epoch
             self._save_checkpoint(state)
             bar.update(1)
+            best = state["best_score"]
             bar.set_postfix(loss=f"{mean_loss:.4f}",
-                            best=f"{max(state['best_score'], 0.0):.4f}")
+                            best=f"{best:.4f}" if best > -math.inf else "–")
         bar.close()
 
         if state["best_weights"] is None:
@@ -221,11 +223,23 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return self._fresh_state()
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise TrainingError(
+                f"checkpoint {path} is damaged ({error}); delete it to start that run again"
+            ) from None
         if saved.get("version") != CHECKPOINT_VERSION or saved.get("seed") != self.seed:
             raise TrainingError(
                 f"checkpoint {path} was written by another run (seed or format differs); "
                 "delete it or choose another work directory"
+            )
+        stored_fingerprint = saved.get("split_fingerprint")
+        if stored_fingerprint is not None and stored_fingerprint != self.split.fingerprint:
+            raise TrainingError(
+                f"checkpoint {path} was trained on another version of the dataset (split "
+                f"fingerprint {stored_fingerprint}, now {self.split.fingerprint}); delete it "
+                "to start that run again"
             )
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -243,6 +257,7 @@ class Trainer:
         payload = {
             "version": CHECKPOINT_VERSION,
             "seed": self.seed,
+            "split_fingerprint": self.split.fingerprint,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,

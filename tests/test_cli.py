@@ -75,3 +75,18 @@ def test_no_user_with_two_training_items(tmp_path):
     assert "no user has at least 2 training interactions" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "logs.csv").exists()
+
+
+def test_invalid_setting_value_rejected(tmp_path):
+    result = invoke("accuracy", "--models", "convrec:max_len=abc", "--output", str(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert ("invalid value 'abc' for setting 'max_len' of model 'convrec': expected an integer"
+            in result.output)
+    assert "Traceback" not in result.output
+
+
+def test_invalid_device_rejected(tmp_path):
+    result = invoke("accuracy", "--models", "convrec", "--device", "tpu", "--output",
+                    str(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert "invalid device 'tpu'; use auto, cpu, cuda or cuda:N" in result.output

@@ -140,8 +140,9 @@ def test_build_nan_attribute_names_item():
     with pytest.raises(DataError) as error:
         build_dataset(make_raw([("u", "a", START)], attributes))
     assert str(error.value) == (
-        "item 'b' has attribute 'price' = nan; attributes must be finite numbers (1 non-finite "
-        "values in 'toy'); fix or remove them in the source file"
+        "toy.csv: item 'b' has attribute 'price' = nan; attributes must be finite numbers (1 "
+        "non-finite values in the item attributes of 'toy'); fix or remove them in the "
+        "attribute file"
     )
 
 
@@ -150,8 +151,9 @@ def test_build_inf_attribute_names_item():
     with pytest.raises(DataError) as error:
         build_dataset(make_raw([("u", "0", START)], attributes))
     assert str(error.value) == (
-        "item '0' has attribute 'price' = inf; attributes must be finite numbers (2 non-finite "
-        "values in 'toy'); fix or remove them in the source file"
+        "toy.csv: item '0' has attribute 'price' = inf; attributes must be finite numbers (2 "
+        "non-finite values in the item attributes of 'toy'); fix or remove them in the "
+        "attribute file"
     )
 
 
@@ -211,8 +213,38 @@ def test_build_rejects_out_of_range_timestamp():
     with pytest.raises(DataError) as error:
         build_dataset(make_raw(rows))
     assert str(error.value) == (
-        "toy.csv, line 2: timestamp 10000000000000 is not a finite number of Unix seconds "
-        "between the years 1677 and 2262"
+        "toy.csv, line 2: timestamp 10000000000000 is out of range; timestamps must be Unix "
+        "seconds from -9223372036 to 9223372036 (the years 1677 to 2262)"
+    )
+
+
+def test_build_float_timestamp_out_of_range():
+    rows = [("u", "a", START), ("u", "b", 1e20)]
+    with pytest.raises(DataError) as error:
+        build_dataset(make_raw(rows))
+    assert str(error.value) == (
+        "toy.csv, line 2: timestamp 1e+20 is out of range; timestamps must be Unix seconds "
+        "from -9223372036 to 9223372036 (the years 1677 to 2262)"
+    )
+
+
+def test_build_order_index_out_of_range():
+    rows = [("u", "a", 0), ("u", "b", 1e20)]
+    with pytest.raises(DataError) as error:
+        build_dataset(make_raw(rows, has_calendar_time=False))
+    assert str(error.value) == (
+        "toy.csv, line 2: timestamp 1e+20 is out of range; timestamps must be integers from "
+        "-2**62 to 2**62"
+    )
+
+
+def test_build_rejects_nan_timestamp():
+    rows = [("u", "a", START), ("u", "b", np.nan)]
+    with pytest.raises(DataError) as error:
+        build_dataset(make_raw(rows))
+    assert str(error.value) == (
+        "toy.csv, line 2: timestamp nan is not a finite number; timestamps must be Unix seconds "
+        "from -9223372036 to 9223372036 (the years 1677 to 2262)"
     )
 
 
@@ -269,3 +301,32 @@ def test_format_summary_lines():
     )
     assert lines[2] == "attributes (F=1): genre=Drama"
     assert "  items without attributes: 1 (given an all-zero vector)" in lines
+
+
+def test_summary_training_users():
+    # Lengths 1, 2, 3, 4 and 5 leave 1, 2, 1, 2 and 3 training interactions.
+    rows = [(user, f"i{index}", START + index) for user, length in
+            [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)] for index in range(length)]
+    summary = summarize(build_dataset(make_raw(rows)))
+    assert summary["users_with_2_training_interactions"] == 3
+
+
+def test_format_summary_warns_no_training_users():
+    rows = [(user, f"i{index}", START + index) for user in ("a", "b") for index in range(3)]
+    lines = format_summary(summarize(build_dataset(make_raw(rows)))).splitlines()
+    count = lines.index(
+        "users with at least 2 training interactions after the leave-one-out split: 0 of 2"
+    )
+    assert lines[count + 1] == (
+        "WARNING: no user has at least 2 training interactions after the leave-one-out split, "
+        "so training on this dataset will fail. A user needs 2, or at least 4, interactions, "
+        "because the last 2 of a user with 3 or more are held out."
+    )
+
+
+def test_format_summary_no_warning_when_trainable():
+    text = format_summary(summarize(small_dataset()))
+    assert "users with at least 2 training interactions after the leave-one-out split: 1 of 2" in (
+        text.splitlines()
+    )
+    assert "WARNING" not in text

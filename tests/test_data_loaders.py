@@ -72,12 +72,37 @@ def test_atomic_item_attributes(tmp_path):
 
 def test_atomic_float_attribute_scaled(tmp_path):
     inter = write(tmp_path / "toy.inter", INTER_HEADER + "1\t1\t4\t100\n")
-    item = write(tmp_path / "toy.item", "item_id:token\tprice:float\n1\t10\n2\t30\n3\tnan\n")
+    item = write(tmp_path / "toy.item", "item_id:token\tprice:float\n1\t10\n2\t30\n3\t20\n")
     attributes = load_atomic(inter, item).item_attributes
     assert attributes.loc["1", "price"] == 0.0
     assert attributes.loc["2", "price"] == 1.0
-    # NaN passes through so that build_dataset names the item.
-    assert np.isnan(attributes.loc["3", "price"])
+    assert attributes.loc["3", "price"] == 0.5
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_atomic_nonfinite_attribute_line(tmp_path, value):
+    inter = write(tmp_path / "toy.inter", INTER_HEADER + "1\t1\t4\t100\n")
+    item = write(
+        tmp_path / "toy.item",
+        f"item_id:token\tprice:float\n3\t10\n7\t{value}\n8\t20\n9\tnan\n",
+    )
+    with pytest.raises(DataError) as error:
+        load_atomic(inter, item)
+    assert str(error.value) == (
+        f"{item}, line 3: item '7' has attribute 'price' = {value!r}, which is not a finite "
+        "number (2 such values in 'price'); replace it with a finite number"
+    )
+
+
+def test_atomic_infinite_year_line(tmp_path):
+    inter = write(tmp_path / "toy.inter", INTER_HEADER + "1\t1\t4\t100\n")
+    item = write(tmp_path / "toy.item", "item_id:token\tyear:token\n1\t1990\n2\tinf\n")
+    with pytest.raises(DataError) as error:
+        load_atomic(inter, item)
+    assert str(error.value) == (
+        f"{item}, line 3: item '2' has attribute 'year' = 'inf', which is not a finite "
+        "number (1 such values in 'year'); replace it with a finite number"
+    )
 
 
 def test_atomic_unparseable_float_attribute(tmp_path):
@@ -166,9 +191,9 @@ def test_atomic_millisecond_timestamp(tmp_path):
     with pytest.raises(DataError) as error:
         load_atomic(inter)
     assert str(error.value) == (
-        f"{inter}, line 2: timestamp '1600000000000000' is outside the years 1677 to 2262 that "
-        "pandas can convert to a date; timestamps must be Unix seconds (divide milliseconds by "
-        "1000)"
+        f"{inter}, line 2: timestamp '1600000000000000' is out of range; timestamps must be Unix "
+        "seconds from -9223372036 to 9223372036 (the years 1677 to 2262), so divide milliseconds "
+        "by 1000"
     )
 
 

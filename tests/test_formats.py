@@ -116,6 +116,32 @@ def test_sasrec_text_empty(tmp_path):
     assert message == f"{path}: no interactions; expected lines of `user item`"
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "field", "value"),
+    [("1 10\n3 x\n", 2, "item", "x"), ("1 10\n3 -4\n", 2, "item", "-4"),
+     ("1 0\n", 1, "item", "0"), ("1.5 10\n", 1, "user", "1.5"),
+     ("u 10\n2 y\n", 1, "user", "u"), ("+3 10\n", 1, "user", "+3")],
+)
+def test_sasrec_text_rejects_id(tmp_path, text, line, field, value):
+    path = tmp_path / "ml.txt"
+    path.write_text(text)
+
+    message = error_text(load_sasrec_text, path)
+
+    assert message == (f"{path}, line {line}: {field} id {value!r} is not a positive integer; "
+                       "SASRec text files hold two positive integer ids per line (`user item`)")
+
+
+def test_sasrec_text_leading_zeros_same_id(tmp_path):
+    path = tmp_path / "ml.txt"
+    path.write_text("007 010\n7 10\n")
+
+    raw = load_sasrec_text(path)
+
+    assert raw.interactions["user"].tolist() == ["7", "7"]
+    assert raw.interactions["item"].tolist() == ["10", "10"]
+
+
 def test_sasrec_text_missing_file(tmp_path):
     path = tmp_path / "absent.txt"
 
@@ -535,7 +561,21 @@ def test_tabular_missing_column(tmp_path):
     message = error_text(load_tabular, path)
 
     assert message == (f"{path}: missing user column 'user_id'; found columns: 'user', "
-                       "'item_id', 'timestamp'. Set user_column to the right name")
+                       "'item_id', 'timestamp'. Rename the column that holds the users to "
+                       "'user_id' in the file (from Python, load_tabular(user_column=...) also "
+                       "accepts another name)")
+
+
+def test_tabular_missing_time_column(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,time\n1,2,3\n")
+
+    message = error_text(load_tabular, path)
+
+    assert message == (f"{path}: missing time column 'timestamp'; found columns: 'user_id', "
+                       "'item_id', 'time'. Rename the column that holds the times to "
+                       "'timestamp' in the file (from Python, load_tabular(time_column=...) also "
+                       "accepts another name)")
 
 
 def test_tabular_wrong_separator(tmp_path):
@@ -546,7 +586,7 @@ def test_tabular_wrong_separator(tmp_path):
 
     assert message == (f"{path}: missing user column 'user_id'; found columns: "
                        "'user_id;item_id;timestamp'. The header looks like one column: check "
-                       "the separator. Set user_column to the right name")
+                       "the separator")
 
 
 def test_tabular_bad_timestamp(tmp_path):
@@ -575,8 +615,30 @@ def test_tabular_timestamp_milliseconds(tmp_path):
 
     message = error_text(load_tabular, path)
 
-    assert message.startswith(f"{path}, line 2: timestamp 1577836800000000 is outside")
+    assert message.startswith(f"{path}, line 2: timestamp 1577836800000000 is out of range")
     assert message.endswith("convert milliseconds or nanoseconds to seconds")
+
+
+def test_tabular_float_timestamp_out_of_range(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,timestamp\n1,2,3.5\n1,3,1e20\n")
+
+    message = error_text(load_tabular, path)
+
+    assert message == (f"{path}, line 3: timestamp 1e20 is out of range; timestamps must be Unix "
+                       "seconds from -9223372036 to 9223372036 (the years 1677 to 2262), so "
+                       "convert milliseconds or nanoseconds to seconds")
+
+
+def test_tabular_parquet_timestamp_out_of_range(tmp_path):
+    path = tmp_path / "log.parquet"
+    frame = pd.DataFrame({"user_id": [1, 1], "item_id": [2, 3], "timestamp": [3.5, -1e20]})
+    frame.to_parquet(path)
+
+    message = error_text(load_tabular, path)
+
+    assert message.startswith(f"{path}, line 2: timestamp -1e+20 is out of range; timestamps "
+                              "must be Unix seconds from -9223372036 to 9223372036")
 
 
 def test_tabular_missing_user(tmp_path):

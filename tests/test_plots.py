@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from bench.plots import plot_accuracy_vs_cost, plot_scaling
+from bench.plots import plot_accuracy_vs_cost, plot_scaling, scaling_figures
 
 LENGTHS = [16, 32, 64, 128]
 PNG_SIGNATURE = b"\x89PNG"
@@ -71,3 +72,42 @@ def test_plot_accuracy_without_costs(tmp_path):
                              "test_full_ndcg@10": [0.05]})
     path = plot_accuracy_vs_cost(accuracy, tmp_path / "accuracy.png")
     assert path.stat().st_size > 0
+
+
+def _narrow_frame() -> pd.DataFrame:
+    """Two lengths and costs that change little, so every panel spans less than a decade."""
+    rows = []
+    for model, scale in (("convrec", 1.0), ("sasrec", 1.3)):
+        for phase in ("train", "infer"):
+            for length in (16, 32):
+                rows.append({"model": model, "phase": phase, "seq_len": length,
+                             "batch_size": 1, "hidden_size": 8, "device": "cpu",
+                             "status": "measured", "time_median_s": 2.2e-3 * scale,
+                             "peak_live_bytes": 3e6 * scale * length / 16,
+                             "flops": 2e9 * scale * length / 16})
+    return pd.DataFrame(rows)
+
+
+def _y_tick_labels(axes) -> list:
+    """Return the tick labels drawn on the y axis inside its view, major and minor."""
+    low, high = sorted(axes.get_ylim())
+    labels = []
+    for ticks in (axes.yaxis.get_major_ticks(), axes.yaxis.get_minor_ticks()):
+        for tick in ticks:
+            label = tick.label1
+            if low <= tick.get_loc() <= high and label.get_visible() and label.get_text():
+                labels.append(label)
+    return labels
+
+
+@pytest.mark.parametrize("frame", [_narrow_frame(), _sweep_frame()], ids=["narrow", "wide"])
+def test_scaling_panels_label_y_axis(frame):
+    figure = scaling_figures(frame)["scale_cpu_B1"]
+    figure.draw_without_rendering()
+    for axes in figure.axes:
+        title = axes.get_title()
+        labels = _y_tick_labels(axes)
+        assert len(labels) >= 2, f"{title}: y labels {[label.get_text() for label in labels]}"
+        boxes = sorted((label.get_window_extent() for label in labels), key=lambda box: box.y0)
+        for lower, upper in zip(boxes, boxes[1:]):
+            assert lower.y1 <= upper.y0, f"{title}: y tick labels overlap"

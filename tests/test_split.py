@@ -147,6 +147,28 @@ def test_candidates_too_few_untouched_items():
         make_split(data, num_eval_negatives=20)
 
 
+def test_candidates_too_few_untouched_fix():
+    data = make_data([[1, 2, 3], list(range(1, 31))], num_items=40)
+    with pytest.raises(ConvbenchError) as error:
+        make_split(data, num_eval_negatives=20)
+    assert str(error.value) == (
+        "user 2 ('u2') of dataset 'hand' interacted with 30 of 40 items, which leaves 10 "
+        "never-touched items for 20 evaluation negatives (1 evaluated users have too few). "
+        "Remove from the data the users who interacted with more than 20 distinct items, or use "
+        "a dataset with more items. (Library callers of make_split can instead pass "
+        "num_eval_negatives of at most 10.)"
+    )
+
+
+def test_candidates_fewer_items_than_negatives():
+    data = make_data([[1, 2, 3]], num_items=3)
+    with pytest.raises(ConvbenchError) as error:
+        make_split(data, num_eval_negatives=100)
+    assert str(error.value).endswith(
+        "(1 evaluated users have too few). Use a dataset with more than 100 items."
+    )
+
+
 def test_split_rejects_item_out_of_range():
     data = make_data([[1, 2, 300]], num_items=120)
     with pytest.raises(ConvbenchError, match="outside 1..120"):

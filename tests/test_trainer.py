@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from convrec.data.split import make_split
-from convrec.errors import TrainingError
+from convrec.errors import ConvbenchError, TrainingError
 from convrec.experiment import ModelSpec, run_one
 from convrec.models.registry import build_model
 from convrec.trainer import Trainer, evaluate
@@ -105,8 +105,6 @@ def test_model_spec_overrides():
 
 
 def test_model_spec_unknown_model():
-    from convrec.errors import ConvbenchError
-
     with pytest.raises(ConvbenchError, match="unknown model 'gru4rec'; valid models are: "
                                              "convrec, sasrec, carca"):
         ModelSpec.parse("gru4rec")
@@ -115,3 +113,49 @@ def test_model_spec_unknown_model():
 def test_sampled_metrics_use_stored_candidates(data_and_split):
     data, split = data_and_split
     assert np.all(split.test_candidates[1:, 0] == split.test_item[1:])
+
+
+def test_result_of_other_data_rejected(tmp_path, data_and_split):
+    data, split = data_and_split
+    spec = ModelSpec.parse("convrec")
+    kwargs = dict(seed=0, work_dir=tmp_path, device=torch.device("cpu"),
+                  extra_overrides=dict(TINY, max_epochs=1), progress=False)
+    run_one(spec, data, split, **kwargs)
+    other_split = make_split(data, seed=1, num_eval_negatives=30)
+    other_split.fingerprint = "0" * 64
+    with pytest.raises(ConvbenchError, match="was computed on another version of dataset"):
+        run_one(spec, data, other_split, **kwargs)
+
+
+def test_damaged_result_rejected(tmp_path, data_and_split):
+    data, split = data_and_split
+    spec = ModelSpec.parse("convrec")
+    kwargs = dict(seed=0, work_dir=tmp_path, device=torch.device("cpu"),
+                  extra_overrides=dict(TINY, max_epochs=1), progress=False)
+    run_one(spec, data, split, **kwargs)
+    (result_path,) = tmp_path.rglob("result.json")
+    result_path.write_text("")
+    with pytest.raises(ConvbenchError, match="is damaged .*; delete it to train that run again"):
+        run_one(spec, data, split, **kwargs)
+
+
+def test_label_lists_command_line_settings(tmp_path, data_and_split):
+    data, split = data_and_split
+    result = run_one(ModelSpec.parse("convrec"), data, split, seed=0, work_dir=tmp_path,
+                     device=torch.device("cpu"), extra_overrides=dict(TINY, max_epochs=1),
+                     progress=False)
+    assert "max_epochs=1" in result["model"]
+    assert result["split_fingerprint"] == split.fingerprint
+
+
+def test_report_rejects_other_dataset_same_name(tmp_path, data_and_split):
+    from convrec.accuracy_report import write_accuracy_report
+
+    data, split = data_and_split
+    result = run_one(ModelSpec.parse("convrec"), data, split, seed=0, work_dir=tmp_path,
+                     device=torch.device("cpu"), extra_overrides=dict(TINY, max_epochs=1),
+                     progress=False)
+    write_accuracy_report([result], tmp_path / "out")
+    other = dict(result, split_fingerprint="f" * 64, seed=1)
+    with pytest.raises(ConvbenchError, match="holds results of another dataset also named"):
+        write_accuracy_report([other], tmp_path / "out")

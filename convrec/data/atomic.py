@@ -169,8 +169,9 @@ def parse_timestamps(values: np.ndarray, *, path: Path, first_line: int) -> np.n
     bad = first_true((numbers < MIN_TIMESTAMP) | (numbers > MAX_TIMESTAMP))
     if bad >= 0:
         raise DataError(
-            f"timestamp {values[bad]!r} is outside the years 1677 to 2262 that pandas can "
-            "convert to a date; timestamps must be Unix seconds (divide milliseconds by 1000)",
+            f"timestamp {values[bad]!r} is out of range; timestamps must be Unix seconds from "
+            f"{MIN_TIMESTAMP} to {MAX_TIMESTAMP} (the years 1677 to 2262), so divide "
+            "milliseconds by 1000",
             path=path,
             line=first_line + bad,
         )
@@ -375,11 +376,13 @@ def _read_item_attributes(path: Path) -> tuple[pd.DataFrame, list[FilterCount], 
             # RecBole's ml-100k.item spells a missing year "unkonwn"; any non-number is missing.
             year = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
             year = year.to_numpy(dtype=np.float64)
+            _check_finite_attribute(np.isinf(year), values, item_ids, name, path)
             years.append(pd.DataFrame({name: scale_years(year)}))
             filters.append(missing_year_filter(item_ids, year, name))
         elif kind == "float":
             parsed = parse_numbers(values, field=name, path=path, first_line=2)
-            numbers.append(pd.DataFrame({name: _scale_finite(parsed)}))
+            _check_finite_attribute(~np.isfinite(parsed), values, item_ids, name, path)
+            numbers.append(pd.DataFrame({name: _min_max_scale(parsed)}))
         else:
             skipped.append(f"{name}:{kind}")
 
@@ -390,15 +393,31 @@ def _read_item_attributes(path: Path) -> tuple[pd.DataFrame, list[FilterCount], 
     return attributes, filters, notes
 
 
-def _scale_finite(values: np.ndarray) -> np.ndarray:
-    """Min-max scale the finite values; NaN and inf stay, so that build_dataset names the item."""
-    finite = np.isfinite(values)
-    scaled = values.copy()
-    if finite.any():
-        low = values[finite].min()
-        span = values[finite].max() - low
-        scaled[finite] = (values[finite] - low) / span if span > 0 else 0.0
-    return scaled
+def _check_finite_attribute(
+    invalid: np.ndarray, values: np.ndarray, item_ids: np.ndarray, field: str, path: Path
+) -> None:
+    """Raise DataError at the first `.item` row flagged in `invalid`, naming its item and value."""
+    bad = first_true(invalid)
+    if bad < 0:
+        return
+    raise DataError(
+        f"item {item_ids[bad]!r} has attribute {field!r} = {values[bad]!r}, which is not a "
+        f"finite number ({int(np.count_nonzero(invalid))} such values in {field!r}); "
+        "replace it with a finite number",
+        path=path,
+        line=2 + bad,
+    )
+
+
+def _min_max_scale(values: np.ndarray) -> np.ndarray:
+    """Min-max scale finite values into [0, 1]; a constant column becomes all zeros."""
+    if values.size == 0:
+        return values.copy()
+    low = values.min()
+    span = values.max() - low
+    if span > 0:
+        return (values - low) / span
+    return np.zeros_like(values)
 
 
 def load_atomic(inter_path: Path, item_path: Path | None = None) -> RawDataset:
@@ -408,7 +427,8 @@ def load_atomic(inter_path: Path, item_path: Path | None = None) -> RawDataset:
     (such as `rating`) are ignored, so every row counts as one interaction. From the `.item`
     file, token_seq category fields (`class`, `genre`, ...) become multi-hot attributes, a
     `release_year` or `year` field is min-max scaled with missing years at 0, and float fields
-    are min-max scaled. Other fields are skipped and listed in the notes.
+    are min-max scaled. Other fields are skipped and listed in the notes. A float value of nan
+    or inf, or an infinite year, raises DataError with the `.item` line.
     """
     inter_path = Path(inter_path)
     interactions, has_calendar_time, notes = _read_interactions(inter_path)

@@ -127,18 +127,25 @@ def _checked_interactions(raw: RawDataset) -> pd.DataFrame:
 def _checked_timestamps(raw: RawDataset, frame: pd.DataFrame) -> np.ndarray:
     """Return the timestamps as int64, raising DataError at the first one that cannot be used."""
     numbers = pd.to_numeric(frame["timestamp"], errors="coerce").to_numpy(dtype=np.float64)
-    invalid = ~np.isfinite(numbers) | (np.abs(numbers) >= 2.0**63)
-    # Calendar context needs dates that pandas can represent.
+    finite = np.isfinite(numbers)
+    # Calendar context needs dates that pandas can represent. An order index only has to fit
+    # int64, with a margin for float rounding.
     if raw.has_calendar_time and raw.context is None:
-        invalid |= (numbers < MIN_TIMESTAMP) | (numbers > MAX_TIMESTAMP)
-    rows = np.flatnonzero(invalid)
+        low, high = MIN_TIMESTAMP, MAX_TIMESTAMP
+        allowed = f"Unix seconds from {low} to {high} (the years 1677 to 2262)"
+    else:
+        low, high = -(2**62), 2**62
+        allowed = "integers from -2**62 to 2**62"
+    outside = finite & ((numbers < low) | (numbers > high))
+
+    rows = np.flatnonzero(~finite | outside)
     if rows.size:
         row = rows[0]
         value = frame["timestamp"].iloc[row]
         value = value.item() if isinstance(value, np.generic) else value
+        problem = "is out of range" if finite[row] else "is not a finite number"
         raise DataError(
-            f"timestamp {value!r} is not a finite number of Unix seconds "
-            "between the years 1677 and 2262",
+            f"timestamp {value!r} {problem}; timestamps must be {allowed}",
             path=raw.source,
             line=int(frame["line"].iloc[row]),
         )
@@ -216,10 +223,14 @@ def _attribute_matrix(
     invalid = ~np.isfinite(values)
     if invalid.any():
         row, column = np.argwhere(invalid)[0]
+        # The loaders that read an attribute file check it with line numbers. This check covers
+        # loaders that do not, so it can only name the dataset's source.
         raise DataError(
             f"item {attribute_items[row]!r} has attribute {names[column]!r} = "
             f"{values[row, column]}; attributes must be finite numbers ({int(invalid.sum())} "
-            f"non-finite values in {raw.name!r}); fix or remove them in the source file"
+            f"non-finite values in the item attributes of {raw.name!r}); fix or remove them in "
+            "the attribute file",
+            path=raw.source,
         )
 
     positions = pd.Index(attribute_items).get_indexer(item_index[1:])

@@ -74,7 +74,8 @@ def load_sasrec_text(path: Path) -> RawDataset:
     """Load a SASRec-style `user item` file.
 
     The timestamp of each interaction is its 0-based position in the file, a monotone order index
-    rather than a time, so `has_calendar_time` is False and there are no item attributes.
+    rather than a time, so `has_calendar_time` is False and there are no item attributes. Ids
+    must be positive integers; any other id raises DataError with its line.
     """
     path = Path(path)
     rows = read_whitespace_table(path, SASREC_COLUMNS)
@@ -82,10 +83,11 @@ def load_sasrec_text(path: Path) -> RawDataset:
         raise DataError("no interactions; expected lines of `user item`", path=path)
 
     table = np.array(rows, dtype=object).reshape(len(rows), len(SASREC_COLUMNS))
+    users, items = _positive_ids(table, path)
     interactions = pd.DataFrame(
         {
-            "user": table[:, 0],
-            "item": table[:, 1],
+            "user": users,
+            "item": items,
             "timestamp": np.arange(len(rows), dtype=np.int64),
             "line": np.arange(1, len(rows) + 1, dtype=np.int64),
         }
@@ -101,3 +103,28 @@ def load_sasrec_text(path: Path) -> RawDataset:
         has_calendar_time=False,
         notes=["SASRec text has no timestamps: the timestamp is the line's position in the file"],
     )
+
+
+def _positive_ids(table: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Check that every id is a positive integer and return the user and item ids in plain form.
+
+    SASRec's reader (data_partition in kang205/SASRec util.py) converts both fields with int(),
+    so "007" and "7" are the same id and leading zeros are dropped here. Only ASCII digits are
+    accepted, because int() also reads digits of other scripts.
+    """
+    columns = [pd.Series(table[:, index], dtype=object) for index in range(len(SASREC_COLUMNS))]
+    invalid = np.stack(
+        [~column.str.fullmatch(r"0*[1-9][0-9]*").to_numpy(dtype=bool) for column in columns],
+        axis=1,
+    )
+    if invalid.any():
+        # The first bad line, and on that line the first bad field.
+        row, field = (int(index) for index in np.argwhere(invalid)[0])
+        raise DataError(
+            f"{SASREC_COLUMNS[field]} id {table[row, field]!r} is not a positive integer; SASRec "
+            "text files hold two positive integer ids per line (`user item`)",
+            path=path,
+            line=row + 1,
+        )
+    users, items = (column.str.lstrip("0").to_numpy(dtype=object) for column in columns)
+    return users, items

@@ -345,14 +345,27 @@ def _check_enough_untouched_items(data: InteractionData, user_items: list[np.nda
         return
 
     first = int(eval_users[short[0]])
-    fix = "filter out users with that many interactions"
+    # The CLI always draws 100 negatives (the evaluation protocol), so its users can only change
+    # the data. A smaller num_eval_negatives is an option for library callers alone.
+    aside = ""
     if untouched.min() >= 1:
-        fix = f"lower num_eval_negatives to at most {int(untouched.min())}, or " + fix
+        aside = (
+            f" (Library callers of make_split can instead pass num_eval_negatives of at most "
+            f"{int(untouched.min())}.)"
+        )
+    max_touched = data.num_items - num_eval_negatives
+    if max_touched >= 1:
+        fix = (
+            f"Remove from the data the users who interacted with more than {max_touched} "
+            "distinct items, or use a dataset with more items."
+        )
+    else:
+        fix = f"Use a dataset with more than {num_eval_negatives} items."
     raise ConvbenchError(
         f"user {first} ({str(data.user_ids[first])!r}) of dataset {data.name!r} interacted "
         f"with {touched[short[0]]} of {data.num_items} items, which leaves "
         f"{untouched[short[0]]} never-touched items for {num_eval_negatives} evaluation "
-        f"negatives ({len(short)} evaluated users have too few). To fix it, {fix}."
+        f"negatives ({len(short)} evaluated users have too few). {fix}{aside}"
     )
 
 

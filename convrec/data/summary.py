@@ -15,8 +15,9 @@ NAMES_SHOWN = 12  # longer name lists are cut in the text form, never in the dic
 def summarize(data: InteractionData) -> dict:
     """Summarise a dataset in plain Python values (JSON-serialisable).
 
-    Users with fewer than 3 interactions and duplicate (user, item, timestamp) rows are counted
-    from the sequences themselves. Items without attributes come from the build filters.
+    Users with fewer than 3 interactions, users left with at least 2 training interactions by
+    the leave-one-out split, and duplicate (user, item, timestamp) rows are counted from the
+    sequences themselves. Items without attributes come from the build filters.
     """
     lengths = np.array([len(sequence) for sequence in data.sequences[1:]], dtype=np.int64)
     sequence_length = {"min": 0, **{f"p{q}": 0.0 for q in LENGTH_PERCENTILES}, "max": 0}
@@ -27,6 +28,9 @@ def summarize(data: InteractionData) -> dict:
             sequence_length[f"p{q}"] = float(value)
         sequence_length["max"] = int(lengths.max())
 
+    # The leave-one-out split keeps n - 2 training interactions of a user with n >= 3, and all
+    # n otherwise. Training needs at least 2 (an input item and a target).
+    train_lengths = np.where(lengths >= MIN_SPLIT_LENGTH, lengths - 2, lengths)
     without_attributes = sum(
         entry.count for entry in data.filters if entry.what == ITEMS_WITHOUT_ATTRIBUTES
     )
@@ -41,6 +45,7 @@ def summarize(data: InteractionData) -> dict:
         "context_width": len(data.context_names),
         "context_names": list(data.context_names),
         "users_below_3": int(np.count_nonzero(lengths < MIN_SPLIT_LENGTH)),
+        "users_with_2_training_interactions": int(np.count_nonzero(train_lengths >= 2)),
         "duplicates": _count_duplicates(data),
         "items_without_attributes": int(without_attributes),
         "filters": [
@@ -75,6 +80,7 @@ def _names(names: list[str]) -> str:
 def format_summary(summary: dict) -> str:
     """Render a summarize() dict as a few lines of text for the terminal or a report."""
     lengths = summary["sequence_length"]
+    trainable = summary["users_with_2_training_interactions"]
     percentiles = ", ".join(f"p{q} {lengths[f'p{q}']:g}" for q in LENGTH_PERCENTILES)
     lines = [
         f"dataset {summary['name']}: {summary['users']:,} users, {summary['items']:,} items, "
@@ -84,6 +90,16 @@ def format_summary(summary: dict) -> str:
         f"context (X={summary['context_width']}): {_names(summary['context_names'])}",
         f"users with fewer than 3 interactions: {summary['users_below_3']:,} "
         "(kept, in training only)",
+        f"users with at least 2 training interactions after the leave-one-out split: "
+        f"{trainable:,} of {summary['users']:,}",
+    ]
+    if trainable == 0:
+        lines.append(
+            "WARNING: no user has at least 2 training interactions after the leave-one-out "
+            "split, so training on this dataset will fail. A user needs 2, or at least 4, "
+            "interactions, because the last 2 of a user with 3 or more are held out."
+        )
+    lines += [
         f"duplicate (user, item, timestamp) rows: {summary['duplicates']:,} (kept)",
         f"items without attributes: {summary['items_without_attributes']:,} (zero vector)",
         "filters and repairs:",

@@ -51,10 +51,17 @@ class _Table:
     def column(self, name: str, role: str, parameter: str) -> pd.Series:
         if name not in self.frame.columns:
             found = ", ".join(repr(str(column)) for column in self.frame.columns)
-            message = f"missing {role} column {name!r}; found columns: {found}"
+            message = f"missing {role} column {name!r}; found columns: {found}. "
             if len(self.frame.columns) == 1 and re.search(r"[;,\t|]", str(self.frame.columns[0])):
-                message += ". The header looks like one column: check the separator"
-            raise DataError(message + f". Set {parameter} to the right name", path=self.path)
+                message += "The header looks like one column: check the separator"
+            else:
+                # The CLI has no option for column names, so renaming in the file is the fix
+                # that works everywhere.
+                message += (
+                    f"Rename the column that holds the {role}s to {name!r} in the file "
+                    f"(from Python, load_tabular({parameter}=...) also accepts another name)"
+                )
+            raise DataError(message, path=self.path)
         return self.frame[name]
 
     def fail(self, row: int, message: str) -> DataError:
@@ -109,13 +116,15 @@ def check_timestamp_range(timestamps: np.ndarray, *, path: Path, lines: np.ndarr
     outside = (timestamps < MIN_TIMESTAMP) | (timestamps > MAX_TIMESTAMP)
     if outside.any():
         row = _first(outside)
-        raise DataError(
-            f"timestamp {int(timestamps[row])} is outside the supported range "
-            f"{MIN_TIMESTAMP}..{MAX_TIMESTAMP} seconds (years 1677 to 2262); "
-            "convert milliseconds or nanoseconds to seconds",
-            path=path,
-            line=int(lines[row]),
-        )
+        raise DataError(_out_of_range(str(int(timestamps[row]))), path=path, line=int(lines[row]))
+
+
+def _out_of_range(value_text: str) -> str:
+    return (
+        f"timestamp {value_text} is out of range; timestamps must be Unix seconds from "
+        f"{MIN_TIMESTAMP} to {MAX_TIMESTAMP} (the years 1677 to 2262), so convert milliseconds "
+        "or nanoseconds to seconds"
+    )
 
 
 def _read_table(path: Path) -> _Table:
@@ -249,11 +258,16 @@ def _seconds(dates: pd.Series) -> np.ndarray:
 
 
 def _floor_seconds(table: _Table, values: np.ndarray, original: pd.Series) -> np.ndarray:
-    invalid = ~np.isfinite(values) | (np.abs(values) >= 2.0**62)
-    if invalid.any():
-        row = _first(invalid)
+    finite = np.isfinite(values)
+    if not finite.all():
+        row = _first(~finite)
         raise table.fail(row, f"timestamp {_show(original.iloc[row])} in column "
                               f"{original.name!r} is not a finite number of seconds")
+    # Checked here, before the cast to int64 can overflow; check_timestamp_range repeats it.
+    outside = (values < MIN_TIMESTAMP) | (values > MAX_TIMESTAMP)
+    if outside.any():
+        row = _first(outside)
+        raise table.fail(row, _out_of_range(str(original.iloc[row])))
     return np.floor(values).astype(np.int64)
 
 
@@ -267,11 +281,10 @@ def _parse_time_strings(table: _Table, series: pd.Series) -> np.ndarray:
     integral = text.str.fullmatch(_INTEGER_PATTERN).to_numpy(dtype=bool)
     if integral.all():
         numbers = [int(value) for value in text]
-        too_large = np.array([abs(number) >= 2**62 for number in numbers])
-        if too_large.any():
-            row = _first(too_large)
-            raise table.fail(row, f"timestamp {text.iloc[row]!r} in column {column!r} is out "
-                                  "of range")
+        outside = np.array([not MIN_TIMESTAMP <= number <= MAX_TIMESTAMP for number in numbers])
+        if outside.any():
+            row = _first(outside)
+            raise table.fail(row, _out_of_range(text.iloc[row]))
         return np.array(numbers, dtype=np.int64)
 
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)

@@ -43,5 +43,30 @@ def build_model(name: str, meta: DatasetMeta, **overrides) -> SequentialRecommen
             f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
             f"valid settings are: {', '.join(sorted(valid))}"
         )
-    config = cls.config_class(**overrides)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)}
+    checked = {key: _checked_value(name, key, value, defaults[key])
+               for key, value in overrides.items()}
+    config = cls.config_class(**checked)
     return cls(config, meta)
+
+
+def _checked_value(model: str, key: str, value, default):
+    """Return `value` converted to the type of the field's default, or raise naming both."""
+    if isinstance(default, bool):
+        expected = "true or false"
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        expected = "an integer"
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        expected = "a number"
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        # Tuples and optional fields (schedules, betas) are checked by the config itself.
+        return value
+    if not ok:
+        raise ConvbenchError(
+            f"invalid value {value!r} for setting {key!r} of model {model!r}: expected {expected}"
+        )
+    return value
