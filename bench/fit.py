@@ -7,7 +7,7 @@ fixed costs (parameters, kernel launches, the Python interpreter), so exponents 
 the upper half of the measured length range, on a logarithmic scale.
 
 A line through two points always fits exactly (R^2 = 1), so a fit over fewer than three lengths
-tells nothing about whether the cost follows a power law. Such series are reported without an
+cannot show whether the cost follows a power law. Such series are reported without an
 exponent, and fits with a low R^2 are flagged.
 """
 
@@ -34,7 +34,7 @@ FIT_METRICS = (
     "flops",
 )
 
-# Fewest distinct lengths of a reported exponent: with two, R^2 is 1 whatever the costs are.
+# Minimum number of distinct lengths of a reported exponent, because with two R^2 is always 1.
 MIN_FIT_LENGTHS = 3
 # Below this R^2 a slope does not describe the costs well enough to be read as an exponent.
 # 0.9 is a judgement call, not a statistical test.
@@ -51,8 +51,8 @@ def fit_exponent(lengths: Sequence[float], costs: Sequence[float]) -> tuple[floa
 
     Returns (slope, intercept, r2), with natural logarithms, so cost = exp(intercept) * L^slope.
     R^2 is 1.0 when the costs lie exactly on the line, including the case of constant costs,
-    and so always with two lengths. Raises ConvbenchError unless there are at least two distinct positive lengths and every cost
-    is positive and finite.
+    and so always with two lengths. Raises ConvbenchError unless there are at least two
+    distinct positive lengths and every cost is positive and finite.
     """
     x = np.asarray(lengths, dtype=float)
     y = np.asarray(costs, dtype=float)

@@ -31,7 +31,7 @@ _PANELS = (
 _PHASE_TITLES = {"train": "training step", "infer": "inference"}
 _GUIDE_SLOPES = (1, 2)
 # Mantissas of the tick sets tried on a log axis with fewer than two powers of ten in view,
-# sparsest first; the first set with _NARROW_LOG_TICKS ticks in view is used, else the last.
+# sparsest first. The first set with _NARROW_LOG_TICKS ticks in view is used, else the last.
 # Consecutive mantissas of the last two sets differ by at most a factor of 2, so any view that
 # spans a factor of 4 shows at least two of their ticks.
 _NARROW_LOG_SUBS = ((1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), tuple(range(1, 10)))

@@ -116,8 +116,8 @@ def run_scale(
 
 def scale_command(
     max_len: Annotated[int, typer.Option(
-        min=1, help="Largest sequence length L of the sweep; lengths double from --min-len up "
-                    "to it, and it is included even when it is not a doubling.")] = 4096,
+        min=1, help="Largest sequence length L; lengths double from --min-len up to it, "
+                    "and it is always included.")] = 4096,
     min_len: Annotated[int, typer.Option(
         min=1, help="Smallest sequence length L of the sweep.")] = 16,
     lengths: Annotated[str | None, typer.Option(
@@ -126,26 +126,28 @@ def scale_command(
     batch_sizes: Annotated[str, typer.Option(
         help="Comma-separated batch sizes B to sweep.")] = "1,32,128",
     models: Annotated[str, typer.Option(
-        help="Comma-separated models to profile: convrec, sasrec, carca.")] = DEFAULT_MODELS,
+        # The default is shown with spaces, so that a narrow help column can wrap it.
+        show_default=False, help=f"Comma-separated models to profile (default: "
+                                 f"{DEFAULT_MODELS.replace(',', ', ')}).")] = DEFAULT_MODELS,
     phases: Annotated[str, typer.Option(
         help="Comma-separated phases: `train` times a training step (forward, backward, "
              "AdamW), `infer` the scoring of 101 candidates.")] = "train,infer",
     devices: Annotated[str | None, typer.Option(
-        help="Comma-separated devices, for example `cpu` or `cpu,cuda`; by default the CPU, "
-             "plus CUDA when torch sees a GPU.")] = None,
+        help="Comma-separated devices: cpu, cuda or cuda:N (default: cpu, plus cuda when "
+             "torch sees a GPU).")] = None,
     hidden_size: Annotated[int, typer.Option(
-        min=1, help="Hidden width D shared by every model, so that all of them are compared "
-                    "at the same width; 64 by default, not each model's own default.")] = 64,
+        min=1, help="Hidden width D of every model, so that all are compared at one width "
+                    "instead of each model's own default.")] = 64,
     output: Annotated[Path, typer.Option(
         help="Directory for points.csv, the tidy CSV, the figures and summary.md.")] = Path(
         "reports/scale"),
     time_budget: Annotated[float, typer.Option(
-        min=0.1, help="Wall-time budget of one point in seconds, including the start-up of its "
-                      "process; a point over it is killed and recorded as a timeout.")] = 300.0,
+        min=0.1, help="Wall-time budget of one point in seconds, process start-up included; "
+                      "a point over it is killed and recorded as a timeout.")] = 300.0,
     memory_budget: Annotated[float, typer.Option(
-        min=0.01, help="Memory budget of one point in GiB: the limit on the resident memory of "
-                       "its process, and on CUDA also on the GPU memory it allocates; a point "
-                       "over it is recorded as oom.")] = 16.0,
+        min=0.01, help="Memory budget of one point in GiB, for the resident memory of its "
+                       "process and, on CUDA, the GPU memory it allocates; a point over it is "
+                       "recorded as oom.")] = 16.0,
     repeats: Annotated[int, typer.Option(
         min=1, help="Timed steps per point; the median and the interquartile range are "
                     "recorded.")] = 5,

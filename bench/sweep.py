@@ -91,8 +91,8 @@ def validate_devices(devices: Sequence[str]) -> list[str]:
     """Check that each device is `cpu`, `cuda` or `cuda:N` and usable here; return them.
 
     Names are lowercased, stripped and deduplicated, keeping their order. Raises ConvbenchError
-    naming the device for any other name, for CUDA when torch sees no GPU, and for an index N
-    that is not below `torch.cuda.device_count()`.
+    naming the device for any other name, for CUDA when `torch.cuda.is_available()` is false,
+    and for an index N that is not below `torch.cuda.device_count()`.
     """
     valid = []
     for device in devices:

@@ -11,6 +11,7 @@ import pytest
 from bench.fit import (
     BELOW_RANGE,
     COMBINED_STATUS,
+    LOW_R2_NOTE,
     crossover_length,
     crossovers,
     fill_with_estimates,
@@ -77,8 +78,9 @@ def test_upper_half_keeps_log_upper_range():
     assert upper_half([16, 32, 64, 128, 256]) == [64, 128, 256]
 
 
-def test_upper_half_keeps_two_lengths():
-    assert upper_half([16, 4096, 32]) == [32, 4096]
+def test_upper_half_keeps_three_lengths():
+    assert upper_half([16, 4096, 32]) == [16, 32, 4096]
+    assert upper_half([16, 32, 64, 128]) == [32, 64, 128]
 
 
 def test_scaling_exponents_per_series():
@@ -106,8 +108,33 @@ def test_scaling_exponents_skips_other_statuses():
 
 
 def test_scaling_exponents_skips_missing_values():
-    frame = _series("convrec", [1.0, float("nan"), float("nan")])
+    frame = _series("convrec", [float("nan"), 0.0, float("nan")])
     assert scaling_exponents(frame, metrics=["time_median_s"]).empty
+
+
+@pytest.mark.parametrize("costs", [[1.0, 2.0], [1.0, 2.0, float("nan")], [1.0]])
+def test_scaling_exponents_too_few_lengths(costs):
+    table = scaling_exponents(_series("convrec", costs), metrics=["time_median_s"])
+    usable = sum(1 for cost in costs if not math.isnan(cost))
+    assert len(table) == 1
+    assert math.isnan(table["slope"].iloc[0])
+    assert math.isnan(table["r2"].iloc[0])
+    assert table["note"].iloc[0].startswith(f"not available: {usable} length(s)")
+
+
+def test_scaling_exponents_flags_low_r2():
+    # Costs that jump up and down around a flat line, so no power law explains them.
+    costs = [1.0, 9.0, 1.5, 8.0, 1.0, 9.0, 1.2]
+    table = scaling_exponents(_series("convrec", costs), metrics=["time_median_s"])
+    assert table["r2"].iloc[0] < 0.9
+    assert table["note"].iloc[0] == LOW_R2_NOTE
+
+
+def test_scaling_exponents_good_fit_has_no_note():
+    costs = [2.0 * length for length in LENGTHS[:3]]
+    table = scaling_exponents(_series("convrec", costs), metrics=["time_median_s"])
+    assert table["slope"].iloc[0] == pytest.approx(1.0)
+    assert table["note"].iloc[0] == ""
 
 
 def test_crossover_between_lines():

@@ -109,5 +109,5 @@ def test_scaling_panels_label_y_axis(frame):
         labels = _y_tick_labels(axes)
         assert len(labels) >= 2, f"{title}: y labels {[label.get_text() for label in labels]}"
         boxes = sorted((label.get_window_extent() for label in labels), key=lambda box: box.y0)
-        for lower, upper in zip(boxes, boxes[1:]):
+        for lower, upper in zip(boxes, boxes[1:], strict=False):
             assert lower.y1 <= upper.y0, f"{title}: y tick labels overlap"

@@ -7,6 +7,7 @@ replace `run_point` with a function of known costs.
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -16,7 +17,13 @@ import bench.sweep as sweep
 from bench.point import PointSpec, is_out_of_memory, run_point
 from bench.report import render_summary, tidy_frame, write_report
 from bench.scale_cli import parse_int_list, parse_name_list, run_scale, scale_command
-from bench.sweep import ResultTable, default_lengths, predict_over_budget, run_sweep
+from bench.sweep import (
+    ResultTable,
+    default_lengths,
+    predict_over_budget,
+    run_sweep,
+    validate_devices,
+)
 from convrec.errors import ConvbenchError
 
 GIB = 1024**3
@@ -168,6 +175,44 @@ def test_sweep_retries_errors_on_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_point", again)
     run_sweep(**TINY, output_dir=tmp_path, time_budget_s=600, memory_budget_bytes=GIB)
     assert again.calls == [16]
+
+
+@pytest.mark.parametrize("first, second", [([16, 32], [16]), ([32], [16, 32, 64])],
+                         ids=["subset", "superset"])
+def test_sweep_resume_other_lengths(tmp_path, fake_points, first, second):
+    run_sweep(**{**TINY, "lengths": first}, output_dir=tmp_path, time_budget_s=600,
+              memory_budget_bytes=GIB)
+    frame = run_sweep(**{**TINY, "lengths": second}, output_dir=tmp_path, time_budget_s=600,
+                      memory_budget_bytes=GIB)
+    measured = frame.loc[frame["status"] == "measured", "seq_len"]
+    assert sorted(measured) == sorted(set(first) | set(second))
+    assert fake_points.calls == first + sorted(set(second) - set(first))
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu0", "cuda:x", "cuda:-1", "cpu:0"])
+def test_sweep_rejects_invalid_device(tmp_path, fake_points, device):
+    with pytest.raises(ConvbenchError, match=re.escape(repr(device))):
+        run_sweep(**{**TINY, "devices": ["cpu", device]}, output_dir=tmp_path,
+                  time_budget_s=600, memory_budget_bytes=GIB)
+    assert fake_points.calls == []
+
+
+def test_validate_devices_cuda_index(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert validate_devices([" CPU", "cuda:01", "cuda", "cpu"]) == ["cpu", "cuda:1", "cuda"]
+    with pytest.raises(ConvbenchError, match="'cuda:2'"):
+        validate_devices(["cuda:2"])
+
+
+def test_validate_devices_without_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConvbenchError, match="'cuda:0'"):
+        validate_devices(["cpu", "cuda:0"])
 
 
 def test_sweep_rejects_unknown_phase(tmp_path, fake_points):
@@ -346,6 +391,32 @@ def test_summary_lists_crossover():
     assert "L = 200" in summary
 
 
+def _fit_points(lengths, cost) -> pd.DataFrame:
+    return pd.DataFrame([{"model": "convrec", "phase": "train", "seq_len": length,
+                          "batch_size": 1, "hidden_size": 8, "device": "cpu",
+                          "method": "measure", "status": "measured", "reason": "",
+                          "time_median_s": cost(length)} for length in lengths])
+
+
+def test_summary_marks_two_length_fit():
+    summary = render_summary(_fit_points([16, 32], lambda length: 1e-3 * length))
+    assert "not available: 2 length(s)" in summary
+    assert "1.00 (1.000)" not in summary
+
+
+def test_summary_flags_low_r2():
+    # Costs that jump up and down around a flat line: the slope's R^2 is near 0.
+    costs = {16: 1.0, 32: 9.0, 64: 1.5, 128: 8.0, 256: 1.0, 512: 9.0, 1024: 1.2}
+    summary = render_summary(_fit_points(list(costs), costs.get))
+    assert "low R²: noisy or not a power law" in summary
+
+
+def test_summary_leaves_good_fit_unflagged():
+    summary = render_summary(_fit_points([16, 32, 64, 128], lambda length: 1e-3 * length))
+    exponent_section = summary.split("## Scaling exponents")[1].split("## Crossovers")[0]
+    assert "1.00 (1.000) |" in exponent_section
+
+
 def test_write_report_files(tmp_path):
     points = pd.DataFrame([{"model": "sasrec", "phase": "train", "seq_len": 8,
                             "batch_size": 1, "hidden_size": 8, "device": "cpu",
@@ -389,6 +460,26 @@ def test_scale_command_passes_options(tmp_path, monkeypatch):
     assert received["models"] == ["sasrec"]
     assert received["memory_budget_bytes"] == 2 * GIB
     assert received["hidden_size"] == 64
+
+
+def test_scale_command_rejects_invalid_device(tmp_path, monkeypatch):
+    def fail(**kwargs):
+        raise AssertionError("run_scale was called with an invalid device")
+
+    monkeypatch.setattr("bench.scale_cli.run_scale", fail)
+    with pytest.raises(ConvbenchError, match="'tpu'"):
+        scale_command(devices="cpu,tpu", lengths="16", output=tmp_path)
+
+
+def test_scale_help_fits_80_columns():
+    import typer
+
+    app = typer.Typer(add_completion=False)
+    app.command()(scale_command)
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
 
 
 def test_scale_command_rejects_bad_range(tmp_path):
