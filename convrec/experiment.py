@@ -103,9 +103,18 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+# Settings that only decide when training stops. Runs that differ only in them share a run
+# directory, so raising max_epochs or patience continues a finished run from its checkpoint:
+# up to the old stop, training is the same whatever the stopping rule.
+STOPPING_SETTINGS = ("max_epochs", "patience")
+
+
 def config_digest(config) -> str:
-    """Short stable hash of a model config, used to name its run directories."""
-    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    """Short stable hash of a model config without its stopping settings, naming run dirs."""
+    settings = dataclasses.asdict(config)
+    for name in STOPPING_SETTINGS:
+        settings.pop(name, None)
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -155,8 +164,13 @@ def run_one(
                 f"{split.fingerprint} now); delete {run_dir} to train it again, or use "
                 "another --work-dir"
             )
-        logger.info("reusing finished run %s", run_dir)
-        return result
+        stored = {name: result["config"].get(name) for name in STOPPING_SETTINGS}
+        wanted = {name: config[name] for name in STOPPING_SETTINGS}
+        if stored == wanted:
+            logger.info("reusing finished run %s", run_dir)
+            return result
+        logger.info("continuing %s from its checkpoint: stopping settings %s, were %s",
+                    run_dir, wanted, stored)
 
     trainer = Trainer(model, split, seed=seed, device=device,
                       checkpoint_path=run_dir / "checkpoint.pt", progress=progress,

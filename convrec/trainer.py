@@ -247,8 +247,12 @@ class Trainer:
         torch.set_rng_state(saved["torch_rng"])
         if self.device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
-        logger.info("resuming %s from epoch %d", path, saved["state"]["epoch"])
-        return saved["state"]
+        state = saved["state"]
+        # The stopping rule is applied again with the current patience, so a run that stopped
+        # early continues when patience has been raised.
+        state["stopped_early"] = state["bad_evals"] >= self.model.config.patience
+        logger.info("resuming %s from epoch %d", path, state["epoch"])
+        return state
 
     def _save_checkpoint(self, state: dict) -> None:
         path = self.checkpoint_path

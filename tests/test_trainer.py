@@ -159,3 +159,33 @@ def test_report_rejects_other_dataset_same_name(tmp_path, data_and_split):
     other = dict(result, split_fingerprint="f" * 64, seed=1)
     with pytest.raises(ConvbenchError, match="holds results of another dataset also named"):
         write_accuracy_report([other], tmp_path / "out")
+
+
+def test_raised_patience_continues_run(tmp_path, data_and_split):
+    data, split = data_and_split
+    checkpoint = tmp_path / "run.pt"
+    train(data, split, checkpoint, max_epochs=2)
+    saved = torch.load(checkpoint, weights_only=False)
+    saved["state"]["stopped_early"] = True
+    saved["state"]["bad_evals"] = 1
+    torch.save(saved, checkpoint)
+
+    _, result = train(data, split, checkpoint, max_epochs=4)
+    assert result.epochs_run == 4
+
+
+def test_finished_run_continues_with_more_epochs(tmp_path, data_and_split, monkeypatch):
+    data, split = data_and_split
+    # Keep one label for both calls, as when a model's default max_epochs is raised.
+    monkeypatch.setattr(ModelSpec, "label", property(lambda self: self.name))
+    kwargs = dict(seed=0, work_dir=tmp_path / "runs", device=torch.device("cpu"),
+                  progress=False)
+    spec = ModelSpec.parse("convrec")
+    run_one(spec, data, split, extra_overrides=dict(TINY, max_epochs=2), **kwargs)
+    longer = run_one(spec, data, split, extra_overrides=dict(TINY, max_epochs=4), **kwargs)
+    assert longer["train"]["epochs_run"] == 4
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
+
+    direct = run_one(spec, data, split, extra_overrides=dict(TINY, max_epochs=4),
+                     **dict(kwargs, work_dir=tmp_path / "direct"))
+    assert longer["metrics"] == direct["metrics"]

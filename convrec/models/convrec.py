@@ -32,8 +32,12 @@ class ConvRecConfig(TrainSettings):
     """ConvRec settings.
 
     hidden_size, dropout, the AdamW settings, batch_size and num_negatives are the defaults of the
-    authors' code (entry.py of their repository). max_len and max_epochs are this suite's run
-    settings.
+    authors' code (entry.py of their repository). max_len and max_epochs are the settings of a
+    reference run of the authors' code on MovieLens-100K (L = 50, 240 epochs, the checkpoint with
+    the best validation NDCG@10). patience equals max_epochs so that, like that run, training
+    goes through every epoch and keeps the best validation checkpoint: on MovieLens-100K the
+    validation NDCG@10 of one epoch moves by about 0.02, and a patience of 20 stopped two of
+    three seeds near epoch 200 while it was still rising.
     """
 
     max_len: int = 50
@@ -41,6 +45,7 @@ class ConvRecConfig(TrainSettings):
     weight_decay: float = 0.1
     batch_size: int = 128
     max_epochs: int = 240
+    patience: int = 240
     num_negatives: int = 100
     hidden_size: int = 256
     dropout: float = 0.1
