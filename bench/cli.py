@@ -87,7 +87,7 @@ def accuracy_command(
         help="Directory for splits, checkpoints and per-run results; rerunning the same "
              "command resumes from it.")] = Path("runs"),
     data_dir: Annotated[Path | None, typer.Option(
-        help="Directory that holds dataset files, searched before the cache, the recbole "
+        help="Directory containing dataset files, searched before the cache, the recbole "
              "wheel and the download.")] = None,
     device: Annotated[str, typer.Option(help="Device: auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar of epochs.")] = True,
@@ -107,7 +107,7 @@ def data_info_command(
     name_or_path: Annotated[str, typer.Argument(
         help="Dataset name (ml-100k, ml-1m) or path to a dataset file or directory.")],
     data_dir: Annotated[Path | None, typer.Option(
-        help="Directory that holds dataset files, searched first.")] = None,
+        help="Directory containing dataset files, searched first.")] = None,
 ) -> None:
     """Print a dataset's summary: sizes, length percentiles, widths and every filter applied."""
     from convrec.data.discovery import load_dataset, resolve_dataset

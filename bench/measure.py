@@ -13,7 +13,8 @@ slower than a plain one.
 
 A training step is forward, backward and one AdamW step, starting from a fresh model with no
 gradients and an empty optimiser state. An inference step scores C candidates under
-`torch.no_grad`. Every profile is full (no padding), so every one of the L positions holds an item.
+`torch.no_grad`. Every profile is full (no padding), so each of the L positions contains an
+item.
 """
 
 from __future__ import annotations

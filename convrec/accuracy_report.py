@@ -124,7 +124,7 @@ def _check_same_data(path: Path, runs: dict, result: dict) -> None:
         old = run.get("split_fingerprint")
         if old is not None and new is not None and old != new:
             raise ConvbenchError(
-                f"{path} holds results of another dataset also named {result['dataset']!r} "
+                f"{path} contains results of another dataset also named {result['dataset']!r} "
                 f"(run {key}, split fingerprint {old}; this run {new}); choose another --output"
             )
 

@@ -5,7 +5,8 @@ Every run lives in its own directory under the work directory, named by the mode
 of its complete config and its seed. A finished run leaves `result.json`; an unfinished one leaves
 `checkpoint.pt`, from which the next call continues. The evaluation split (leave-one-out targets
 and the 1 + 100 candidates) is drawn once per dataset with a fixed seed, independent of the
-training seeds, and stored beside the runs, so every model and every seed sees the same candidates.
+training seeds, and stored beside the runs, so every model and every seed is scored on the same
+candidates.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def count_above_and_tied(
 
     scores: (B, C). target_column: (B,) index of the target in each row. exclude: optional
     (B, C) bool mask of candidates left out of the ranking (never the target). Raises
-    TrainingError naming the user when a row holds a NaN score, because a NaN compares false
+    TrainingError naming the user when a row contains a NaN score, because a NaN compares false
     with everything and would silently rank the target first.
     """
     nan_rows = torch.isnan(scores).any(dim=1)

@@ -25,7 +25,11 @@ def git_commit(directory: Path = REPOSITORY) -> str | None:
                                 check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return commit + ("+dirty" if status else "") if commit else None
+    if not commit:
+        return None
+    if status:
+        return commit + "+dirty"
+    return commit
 
 
 def cpu_model() -> str:

@@ -4,8 +4,8 @@ One `Trainer` trains one model on one split. Every epoch it draws fresh training
 random prefix per user for "prefix" models, every position for "positions" models), takes AdamW
 steps with the model's own settings, and every `eval_every` epochs scores the validation
 candidates. The state after each epoch (weights, optimiser, random generators, best weights so
-far, history) is written atomically, so an interrupted run continues from its last finished epoch
-and, on the same device and thread count, ends exactly as an uninterrupted one would.
+far, history) is written atomically. An interrupted run therefore continues from its last
+finished epoch, and on the same device and thread count it ends exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class TrainResult:
-    """What a finished training run reports; metrics are filled in by the evaluation after it."""
+    """Summary of a finished training run; the evaluation after it adds the metrics."""
 
     best_epoch: int
     epochs_run: int
@@ -229,6 +229,7 @@ class Trainer:
             raise TrainingError(
                 f"checkpoint {path} is damaged ({error}); delete it to start that run again"
             ) from None
+
         if saved.get("version") != CHECKPOINT_VERSION or saved.get("seed") != self.seed:
             raise TrainingError(
                 f"checkpoint {path} was written by another run (seed or format differs); "
@@ -241,6 +242,7 @@ class Trainer:
                 f"fingerprint {stored_fingerprint}, now {self.split.fingerprint}); delete it "
                 "to start that run again"
             )
+
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.rng.bit_generator.state = saved["numpy_rng"]

@@ -157,7 +157,7 @@ def test_report_rejects_other_dataset_same_name(tmp_path, data_and_split):
                      progress=False)
     write_accuracy_report([result], tmp_path / "out")
     other = dict(result, split_fingerprint="f" * 64, seed=1)
-    with pytest.raises(ConvbenchError, match="holds results of another dataset also named"):
+    with pytest.raises(ConvbenchError, match="contains results of another dataset also named"):
         write_accuracy_report([other], tmp_path / "out")
 
 

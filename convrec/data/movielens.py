@@ -148,26 +148,8 @@ def load_ml100k(directory: Path) -> RawDataset:
     Attributes are the 19 genre flags of u.item followed by the scaled release year (F = 20).
     """
     directory = Path(directory)
-    data_path = directory / "u.data"
-    interactions = read_u_data(data_path)
-    notes = [RATINGS_NOTE]
-    filters = []
-    attributes = None
-    item_path = directory / "u.item"
-    if item_path.is_file():
-        attributes, years = read_u_item(item_path)
-        filters.append(missing_year_filter(attributes.index.to_numpy(), years, YEAR_NAME))
-    else:
-        notes.append("u.item not found: the dataset has no item attributes")
-    logger.info("read %d ML-100K interactions from %s", len(interactions), data_path)
-    return RawDataset(
-        name="ml-100k",
-        source=str(data_path),
-        interactions=interactions,
-        item_attributes=attributes,
-        notes=notes,
-        filters=filters,
-    )
+    return _load_grouplens("ml-100k", directory / "u.data", read_u_data,
+                           directory / "u.item", read_u_item)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,20 +194,25 @@ def load_ml1m(directory: Path) -> RawDataset:
     them) followed by the release year from the title, scaled (F = 19).
     """
     directory = Path(directory)
-    ratings_path = directory / "ratings.dat"
-    interactions = read_ratings_dat(ratings_path)
+    return _load_grouplens("ml-1m", directory / "ratings.dat", read_ratings_dat,
+                           directory / "movies.dat", read_movies_dat)
+
+
+def _load_grouplens(name: str, ratings_path: Path, read_ratings, movies_path: Path,
+                    read_movies) -> RawDataset:
+    """Read a GroupLens ratings file and, when present, its movie file as attributes."""
+    interactions = read_ratings(ratings_path)
     notes = [RATINGS_NOTE]
     filters = []
     attributes = None
-    movies_path = directory / "movies.dat"
     if movies_path.is_file():
-        attributes, years = read_movies_dat(movies_path)
+        attributes, years = read_movies(movies_path)
         filters.append(missing_year_filter(attributes.index.to_numpy(), years, YEAR_NAME))
     else:
-        notes.append("movies.dat not found: the dataset has no item attributes")
-    logger.info("read %d ML-1M interactions from %s", len(interactions), ratings_path)
+        notes.append(f"{movies_path.name} not found: the dataset has no item attributes")
+    logger.info("read %d %s interactions from %s", len(interactions), name, ratings_path)
     return RawDataset(
-        name="ml-1m",
+        name=name,
         source=str(ratings_path),
         interactions=interactions,
         item_attributes=attributes,

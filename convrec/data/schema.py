@@ -14,7 +14,7 @@ import pandas as pd
 
 @dataclass
 class RawDataset:
-    """What a format loader returns, before re-indexing and validation.
+    """Output of a format loader, before re-indexing and validation.
 
     `interactions` has the columns `user`, `item` (original ids, as strings), `timestamp`
     (int64 seconds since the epoch, or a monotone order index where the format has no time) and
@@ -50,7 +50,7 @@ class InteractionData:
     """A re-indexed, validated dataset: one time-ordered sequence per user.
 
     Users are 1..U and items 1..N; index 0 of `sequences` and `contexts` is unused (an empty
-    array) so that `sequences[u]` is user u. `sequences[u]` holds item ids in a stable time order
+    array) so that `sequences[u]` is user u. `sequences[u]` contains item ids in a stable time order
     (ties keep file order); `contexts[u]` is float32 (len, X). `item_attributes` is float32
     (N + 1, F) with row 0 all zeros.
     """
@@ -89,7 +89,7 @@ class InteractionData:
 
 @dataclass(frozen=True)
 class DatasetMeta:
-    """What a model needs to know about a dataset to be built."""
+    """Dataset facts a model needs to be built: sizes, attributes and context columns."""
 
     name: str
     num_users: int

@@ -34,8 +34,8 @@ class ConvRecConfig(TrainSettings):
     hidden_size, dropout, the AdamW settings, batch_size and num_negatives are the defaults of the
     authors' code (entry.py of their repository). max_len and max_epochs are the settings of a
     reference run of the authors' code on MovieLens-100K (L = 50, 240 epochs, the checkpoint with
-    the best validation NDCG@10). patience equals max_epochs so that, like that run, training
-    goes through every epoch and keeps the best validation checkpoint: on MovieLens-100K the
+    the best validation NDCG@10). patience equals max_epochs, so training goes through every
+    epoch and keeps the best validation checkpoint, as that run does. On MovieLens-100K the
     validation NDCG@10 of one epoch moves by about 0.02, and a patience of 20 stopped two of
     three seeds near epoch 200 while it was still rising.
     """
