@@ -65,17 +65,13 @@ _reported_head_changes: set[tuple[str, int, int, int]] = set()
 # --- building a model and a batch -------------------------------------------------------------
 
 
-def build_profiled_model(model_name: str, *, seq_len: int, hidden_size: int,
-                         num_items: int = DEFAULT_NUM_ITEMS,
-                         attribute_width: int = DEFAULT_ATTRIBUTE_WIDTH,
-                         context_width: int = DEFAULT_CONTEXT_WIDTH,
-                         device: str | torch.device = "cpu") -> SequentialRecommender:
-    """Build `model_name` for a synthetic dataset, with max_len L and hidden width D.
+def size_overrides(model_name: str, *, seq_len: int, hidden_size: int) -> dict[str, Any]:
+    """Return the config fields that give `model_name` max_len L and hidden width D.
 
-    Every other config field keeps the model's documented default, dropout included, so the
-    measured step costs what a real training step costs. The one exception: when the default
+    Every other field keeps the model's documented default. The one exception: when the default
     head count does not divide D (CARCA's 3 heads and D = 64), the largest divisor of D below it
-    is used, and the change is logged.
+    is used, and the change is logged once. The profiler and the accuracy runs of `scale` both
+    build their models from these fields, so accuracy and cost describe the same model.
     """
     cls = get_model_class(model_name)
     defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)}
@@ -94,8 +90,22 @@ def build_profiled_model(model_name: str, *, seq_len: int, hidden_size: int,
         change = (model_name, heads, hidden_size, overrides["num_heads"])
         if change not in _reported_head_changes:
             _reported_head_changes.add(change)
-            logger.info("%s: %d heads do not divide D=%d; profiling with %d heads", *change)
+            logger.info("%s: %d heads do not divide D=%d; using %d heads", *change)
+    return overrides
 
+
+def build_profiled_model(model_name: str, *, seq_len: int, hidden_size: int,
+                         num_items: int = DEFAULT_NUM_ITEMS,
+                         attribute_width: int = DEFAULT_ATTRIBUTE_WIDTH,
+                         context_width: int = DEFAULT_CONTEXT_WIDTH,
+                         device: str | torch.device = "cpu") -> SequentialRecommender:
+    """Build `model_name` for a synthetic dataset, with max_len L and hidden width D.
+
+    The config comes from `size_overrides`: the model's documented defaults, dropout included,
+    so the measured step costs what a real training step costs.
+    """
+    cls = get_model_class(model_name)
+    overrides = size_overrides(model_name, seq_len=seq_len, hidden_size=hidden_size)
     config = cls.config_class(**overrides)
     meta = synthetic_meta(num_items=num_items, attribute_width=attribute_width,
                           context_width=context_width, seed=MEASURE_SEED)

@@ -412,12 +412,14 @@ def run_accuracy_sweep(
 
     Rows go to `output_dir/accuracy.csv`, keyed by model, dataset, L and seed, and a resumed run
     trains only the missing ones. Training runs keep their checkpoints under
-    `output_dir/accuracy_runs`. `hidden_size`, when given, overrides every model's width, so
-    that accuracy sits beside the cost of the same D in the sweep. `overrides` sets other config
-    fields of every model (max_epochs, for example). When `output_dir/points.csv` exists,
+    `output_dir/accuracy_runs`. `hidden_size`, when given, sets every model's width and, where
+    needed, its head count (see `size_overrides`), so that accuracy sits beside the cost of the
+    same model in the sweep. `overrides` sets other config fields of every model (max_epochs,
+    for example). When `output_dir/points.csv` exists,
     each row gets the training cost of its L from it (see `attach_costs`). Raises ConvbenchError
     when no length fits the dataset.
     """
+    from bench.measure import size_overrides
     from convrec.experiment import longest_history, run_accuracy_point
 
     longest = longest_history(dataset, data_dir=data_dir)
@@ -430,18 +432,18 @@ def run_accuracy_sweep(
 
     table = ResultTable(Path(output_dir) / ACCURACY_FILE, ACCURACY_KEY_COLUMNS,
                         ACCURACY_KEY_COLUMNS, resume=resume)
-    overrides = dict(overrides or {})
-    if hidden_size is not None:
-        overrides["hidden_size"] = hidden_size
     runs = [(model, length, seed) for model in models for length in usable
             for seed in range(seeds)]
     for model, length, seed in tqdm(runs, desc="accuracy", unit="run", disable=not progress):
         key = {"model": model, "dataset": dataset, "seq_len": length, "seed": seed}
         if table.find(key) is not None:
             continue
+        point_overrides = dict(overrides or {})
+        if hidden_size is not None:
+            point_overrides.update(size_overrides(model, seq_len=length, hidden_size=hidden_size))
         result = run_accuracy_point(model, dataset, max_len=length, seed=seed,
                                     work_dir=Path(output_dir) / "accuracy_runs",
-                                    data_dir=data_dir, device=device, overrides=overrides)
+                                    data_dir=data_dir, device=device, overrides=point_overrides)
         table.add({**key, "hidden_size": hidden_size, "device": device, **result})
 
     points_path = Path(output_dir) / POINTS_FILE

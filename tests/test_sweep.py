@@ -266,6 +266,33 @@ def test_accuracy_sweep_resumes(tmp_path, monkeypatch):
     assert len(calls) == 4
 
 
+def test_accuracy_sweep_builds_the_profiled_model(tmp_path, monkeypatch):
+    """CARCA's 3 heads do not divide D=8: the accuracy run gets the head count the profiler uses."""
+    import convrec.experiment as experiment
+    from bench.measure import build_profiled_model
+    from convrec.data.schema import synthetic_meta
+    from convrec.models.registry import build_model
+
+    seen = []
+
+    def fake_accuracy_point(model_name, dataset, *, max_len, seed, work_dir, data_dir=None,
+                            device="cpu", overrides=None):
+        seen.append(overrides)
+        # The overrides must build a real model, as run_one would.
+        build_model(model_name, synthetic_meta(num_items=30, attribute_width=3,
+                                               context_width=2, seed=0), **overrides)
+        return {"test_full_ndcg@10": 0.1, "epochs": 1, "train_seconds": 1.0, "params": 10}
+
+    monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
+    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 40)
+    sweep.run_accuracy_sweep(models=["carca"], lengths=[16], hidden_size=8,
+                             overrides={"max_epochs": 3}, output_dir=tmp_path, progress=False)
+    profiled = build_profiled_model("carca", seq_len=16, hidden_size=8)
+    assert seen == [{"max_epochs": 3, "max_len": 16, "hidden_size": 8,
+                     "num_heads": profiled.config.num_heads}]
+    assert profiled.config.num_heads == 2
+
+
 def test_accuracy_sweep_rejects_short_dataset(tmp_path, monkeypatch):
     import convrec.experiment as experiment
 
