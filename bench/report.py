@@ -215,7 +215,10 @@ def _accuracy_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     metrics = [column for column in ("test_full_ndcg@10", "test_full_hr@10",
                                      "test_sampled_ndcg@10", "test_sampled_hr@10",
                                      "train_step_seconds", "peak_live_bytes", "epochs",
-                                     "train_seconds") if column in accuracy]
+                                     "train_seconds", "predicted_train_seconds")
+               if column in accuracy]
+    if "status" in accuracy:
+        accuracy = accuracy[accuracy["status"].fillna("trained") == "trained"]
     grouped = accuracy.groupby(["dataset", "model", "seq_len"], sort=True)
     table = grouped[metrics].mean(numeric_only=True)
     table["seeds"] = grouped.size()
@@ -270,6 +273,13 @@ def render_summary(points: pd.DataFrame, accuracy: pd.DataFrame | None = None,
         parts.append("Test metrics averaged over seeds, beside the training step time and peak "
                      "live tensor memory of the same L.\n\n")
         parts.append(_markdown_table(_accuracy_table(accuracy)))
+        if "status" in accuracy:
+            skipped = accuracy[accuracy["status"] == "skipped"]
+            if not skipped.empty:
+                parts.append("\nRuns not trained, because their training time predicted from "
+                             "the sweep exceeds the accuracy budget:\n\n")
+                parts.append(_markdown_table(skipped[["dataset", "model", "seq_len", "seed",
+                                                      "reason"]]))
 
     if figures:
         parts.append("\n## Figures\n\n")

@@ -76,6 +76,7 @@ def run_scale(
     dataset: str = "ml-100k",
     seeds: int = 1,
     max_epochs: int | None = None,
+    accuracy_budget_s: float | None = None,
     data_dir: Path | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -103,6 +104,7 @@ def run_scale(
                                            device=accuracy_device,
                                            overrides=({"max_epochs": max_epochs}
                                                       if max_epochs is not None else None),
+                                           time_budget_s=accuracy_budget_s,
                                            resume=resume, progress=progress)
         figures.append(plot_accuracy_vs_cost(accuracy_rows, output / "accuracy_vs_cost.png"))
         paths["accuracy"] = output / ACCURACY_FILE
@@ -165,6 +167,11 @@ def scale_command(
     max_epochs: Annotated[int | None, typer.Option(
         min=1, help="Cap the training epochs of every --accuracy run (default: each model's "
                     "own max_epochs).")] = None,
+    accuracy_budget: Annotated[float | None, typer.Option(
+        min=0.0, help="Minutes of training allowed to each --accuracy run. A run whose time, "
+                      "predicted from the sweep's measured training steps, exceeds it is not "
+                      "trained, and its row in accuracy.csv says so; a later call with a larger "
+                      "budget trains it. Default: no limit.")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="Directory with dataset files, searched first by --accuracy.")] = None,
     resume: Annotated[bool, typer.Option(
@@ -207,6 +214,7 @@ def scale_command(
         dataset=dataset,
         seeds=seeds,
         max_epochs=max_epochs,
+        accuracy_budget_s=None if accuracy_budget is None else accuracy_budget * 60,
         data_dir=data_dir,
         resume=resume,
         progress=progress,

@@ -17,6 +17,7 @@ because the budgets or the code may have changed since.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -405,6 +406,7 @@ def run_accuracy_sweep(
     device: str = "cpu",
     overrides: dict | None = None,
     cost_batch_size: int | None = None,
+    time_budget_s: float | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -415,14 +417,16 @@ def run_accuracy_sweep(
     `output_dir/accuracy_runs`. `hidden_size`, when given, sets every model's width and, where
     needed, its head count (see `size_overrides`), so that accuracy sits beside the cost of the
     same model in the sweep. `overrides` sets other config fields of every model (max_epochs,
-    for example). When `output_dir/points.csv` exists,
-    each row gets the training cost of its L from it (see `attach_costs`). Raises ConvbenchError
-    when no length fits the dataset.
+    for example). When `output_dir/points.csv` exists, each row gets the training cost of its L
+    from it (see `attach_costs`) and a predicted training time (see `predict_training_seconds`).
+    With `time_budget_s`, a run whose prediction exceeds it, or that has no prediction, is not
+    trained: its row has status "skipped" and the reason, and a later call with a larger budget
+    trains it. Raises ConvbenchError when no length fits the dataset.
     """
     from bench.measure import size_overrides
-    from convrec.experiment import longest_history, run_accuracy_point
+    from convrec.experiment import history_stats, run_accuracy_point
 
-    longest = longest_history(dataset, data_dir=data_dir)
+    longest, users = history_stats(dataset, data_dir=data_dir)
     usable = sorted(length for length in set(lengths) if length <= longest)
     if not usable:
         raise ConvbenchError(f"no sweep length fits the longest history of {dataset} "
@@ -430,28 +434,89 @@ def run_accuracy_sweep(
     logger.info("accuracy on %s at L=%s (longest history %d), seeds 0..%d", dataset,
                 ",".join(map(str, usable)), longest, seeds - 1)
 
+    points_path = Path(output_dir) / POINTS_FILE
+    points = pd.read_csv(points_path) if points_path.exists() else None
+    if time_budget_s is not None and points is None:
+        raise ConvbenchError(f"an accuracy time budget needs measured training steps, and "
+                             f"{points_path} does not exist; run the sweep first or drop the "
+                             "budget")
     table = ResultTable(Path(output_dir) / ACCURACY_FILE, ACCURACY_KEY_COLUMNS,
                         ACCURACY_KEY_COLUMNS, resume=resume)
     runs = [(model, length, seed) for model in models for length in usable
             for seed in range(seeds)]
     for model, length, seed in tqdm(runs, desc="accuracy", unit="run", disable=not progress):
         key = {"model": model, "dataset": dataset, "seq_len": length, "seed": seed}
-        if table.find(key) is not None:
+        existing = table.find(key)
+        if existing is not None and existing.get("status", "trained") != "skipped":
             continue
         point_overrides = dict(overrides or {})
         if hidden_size is not None:
             point_overrides.update(size_overrides(model, seq_len=length, hidden_size=hidden_size))
+        row = {**key, "hidden_size": hidden_size, "device": device}
+
+        if points is not None:
+            config = _run_config(model, point_overrides)
+            steps = math.ceil(users / config["batch_size"]) * config["max_epochs"]
+            predicted, basis = predict_training_seconds(
+                points, model=model, seq_len=length, batch_size=config["batch_size"],
+                hidden_size=hidden_size, device=device, steps=steps)
+            row.update(predicted_train_seconds=predicted, prediction=basis)
+            if time_budget_s is not None and (predicted is None or predicted > time_budget_s):
+                reason = (f"predicted {predicted / 60:.1f} min of training exceeds the "
+                          f"budget of {time_budget_s / 60:.1f} min" if predicted is not None
+                          else f"no training time can be predicted: {basis}")
+                logger.warning("accuracy run of %s at L=%d skipped: %s", model, length, reason)
+                table.add({**row, "status": "skipped", "reason": reason})
+                continue
+
         result = run_accuracy_point(model, dataset, max_len=length, seed=seed,
                                     work_dir=Path(output_dir) / "accuracy_runs",
                                     data_dir=data_dir, device=device, overrides=point_overrides)
-        table.add({**key, "hidden_size": hidden_size, "device": device, **result})
+        table.add({**row, "status": "trained", "reason": "", **result})
 
-    points_path = Path(output_dir) / POINTS_FILE
-    if points_path.exists():
-        table.rows = attach_costs(table.frame(), pd.read_csv(points_path),
+    if points is not None:
+        table.rows = attach_costs(table.frame(), points,
                                   batch_size=cost_batch_size).to_dict("records")
         table.save()
     return table.frame()
+
+
+def _run_config(model: str, overrides: dict) -> dict:
+    """Return the config fields of one accuracy run: the model's defaults with `overrides`."""
+    cls = get_model_class(model)
+    config = {field.name: field.default for field in dataclasses.fields(cls.config_class)}
+    config.update(overrides)
+    return config
+
+
+def predict_training_seconds(points: pd.DataFrame, *, model: str, seq_len: int,
+                             batch_size: int, hidden_size: int | None, device: str,
+                             steps: int) -> tuple[float | None, str]:
+    """Predict the time of `steps` training steps from the sweep's measured training points.
+
+    The step time is the measured one at (model, L, D, device type) and the run's batch size.
+    Without it, the largest smaller measured batch size is scaled linearly to the run's, which
+    overestimates when a larger batch uses the cores better. Returns the seconds and how they
+    were found, or None and why not. Evaluation passes are not counted.
+    """
+    device_type = str(device).split(":")[0]
+    train = points[(points["phase"] == "train") & (points["model"] == model)
+                   & (points["seq_len"].astype(int) == int(seq_len))
+                   & (points["device"].astype(str).str.split(":").str[0] == device_type)]
+    if hidden_size is not None:
+        train = train[train["hidden_size"].astype(int) == int(hidden_size)]
+    measured = train[(train["status"] == "measured") & train["time_median_s"].notna()]
+    smaller = measured[measured["batch_size"].astype(int) <= int(batch_size)]
+    if smaller.empty:
+        statuses = sorted(set(train[train["method"] == "measure"]["status"].astype(str)))
+        return None, (f"no training step of {model} at L={seq_len} was measured at a batch "
+                      f"size up to {batch_size} (sweep status: {', '.join(statuses) or 'none'})")
+    nearest = smaller.loc[smaller["batch_size"].astype(int).idxmax()]
+    point_batch = int(nearest["batch_size"])
+    step_seconds = float(nearest["time_median_s"]) * batch_size / point_batch
+    basis = (f"{steps} steps x {step_seconds:.3g} s measured at B={point_batch}"
+             + ("" if point_batch == batch_size else f", scaled to B={batch_size}"))
+    return step_seconds * steps, basis
 
 
 def attach_costs(accuracy: pd.DataFrame, points: pd.DataFrame, *,

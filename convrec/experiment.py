@@ -238,11 +238,13 @@ def run_accuracy_point(
     return flat
 
 
-def longest_history(dataset: str, data_dir: Path | None = None) -> int:
-    """Return the longest training history of any user, the largest useful profile length."""
+def history_stats(dataset: str, data_dir: Path | None = None) -> tuple[int, int]:
+    """Return the longest training history (the largest useful profile length) and the number
+    of users with a training history."""
     data = load_dataset(dataset, data_dir=data_dir)
     # Two interactions per user are held out for validation and test.
-    return max(len(sequence) for sequence in data.sequences[1:]) - 2
+    lengths = [len(sequence) - 2 for sequence in data.sequences[1:]]
+    return max(lengths), sum(length > 0 for length in lengths)
 
 
 def _safe_name(text: str) -> str:

@@ -255,7 +255,7 @@ def test_accuracy_sweep_resumes(tmp_path, monkeypatch):
                 "train_seconds": 1.0, "params": 10}
 
     monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
-    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 40)
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 100))
     options = dict(models=["sasrec"], lengths=[16, 32, 64], dataset="ml-100k", seeds=2,
                    hidden_size=8, output_dir=tmp_path, progress=False)
     frame = sweep.run_accuracy_sweep(**options)
@@ -284,7 +284,7 @@ def test_accuracy_sweep_builds_the_profiled_model(tmp_path, monkeypatch):
         return {"test_full_ndcg@10": 0.1, "epochs": 1, "train_seconds": 1.0, "params": 10}
 
     monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
-    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 40)
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 100))
     sweep.run_accuracy_sweep(models=["carca"], lengths=[16], hidden_size=8,
                              overrides={"max_epochs": 3}, output_dir=tmp_path, progress=False)
     profiled = build_profiled_model("carca", seq_len=16, hidden_size=8)
@@ -293,10 +293,90 @@ def test_accuracy_sweep_builds_the_profiled_model(tmp_path, monkeypatch):
     assert profiled.config.num_heads == 2
 
 
+def _train_points(rows):
+    """Measured training points of SASRec, D=8: (L, B, seconds per step, status)."""
+    return pd.DataFrame([
+        {"model": "sasrec", "phase": "train", "seq_len": length, "batch_size": batch,
+         "hidden_size": 8, "device": "cpu", "method": "measure", "status": status,
+         "time_median_s": seconds, "peak_live_bytes": 100.0, "reason": ""}
+        for length, batch, seconds, status in rows])
+
+
+def test_prediction_uses_run_batch():
+    points = _train_points([(16, 32, 0.5, "measured"), (16, 128, 1.0, "measured")])
+    seconds, basis = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
+        steps=10)
+    assert seconds == 10.0
+    assert "B=128" in basis
+
+
+def test_prediction_scales_smaller_batch():
+    points = _train_points([(16, 32, 0.5, "measured"), (16, 128, None, "timeout")])
+    seconds, basis = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
+        steps=10)
+    assert seconds == 20.0
+    assert "scaled to B=128" in basis
+
+
+def test_prediction_missing_names_status():
+    points = _train_points([(16, 128, None, "timeout")])
+    seconds, basis = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
+        steps=10)
+    assert seconds is None
+    assert "timeout" in basis
+
+
+def test_accuracy_budget_skips_then_trains(tmp_path, monkeypatch):
+    import convrec.experiment as experiment
+
+    calls = []
+
+    def fake_accuracy_point(model_name, dataset, *, max_len, seed, work_dir, data_dir=None,
+                            device="cpu", overrides=None):
+        calls.append(max_len)
+        return {"test_full_ndcg@10": 0.1, "epochs": 1, "train_seconds": 1.0, "params": 10}
+
+    monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 256))
+    # SASRec's batch size is 128, so 256 users give 2 steps per epoch; 10 epochs give 20 steps.
+    _train_points([(16, 128, 1.0, "measured"), (32, 128, 5.0, "measured")]).to_csv(
+        tmp_path / sweep.POINTS_FILE, index=False)
+    options = dict(models=["sasrec"], lengths=[16, 32], hidden_size=8,
+                   overrides={"max_epochs": 10}, output_dir=tmp_path, progress=False)
+
+    frame = sweep.run_accuracy_sweep(**options, time_budget_s=50).set_index("seq_len")
+    assert calls == [16]
+    assert frame.loc[16, "status"] == "trained"
+    assert frame.loc[16, "predicted_train_seconds"] == 20.0
+    assert frame.loc[32, "status"] == "skipped"
+    assert "exceeds the budget" in frame.loc[32, "reason"]
+    assert pd.isna(frame.loc[32, "test_full_ndcg@10"])
+
+    summary = render_summary(_train_points([(16, 128, 1.0, "measured")]).assign(
+        params=1, flops=1.0), frame.reset_index())
+    assert "Runs not trained" in summary
+
+    frame = sweep.run_accuracy_sweep(**options, time_budget_s=200).set_index("seq_len")
+    assert calls == [16, 32]
+    assert frame.loc[32, "status"] == "trained"
+
+
+def test_accuracy_budget_needs_points(tmp_path, monkeypatch):
+    import convrec.experiment as experiment
+
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 256))
+    with pytest.raises(ConvbenchError, match="points.csv"):
+        sweep.run_accuracy_sweep(models=["sasrec"], lengths=[16], output_dir=tmp_path,
+                                 time_budget_s=60, progress=False)
+
+
 def test_accuracy_sweep_rejects_short_dataset(tmp_path, monkeypatch):
     import convrec.experiment as experiment
 
-    monkeypatch.setattr(experiment, "longest_history", lambda dataset, data_dir=None: 10)
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (10, 100))
     with pytest.raises(ConvbenchError):
         sweep.run_accuracy_sweep(models=["sasrec"], lengths=[16], output_dir=tmp_path,
                                  progress=False)
