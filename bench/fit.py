@@ -6,6 +6,11 @@ self-attention k close to 2 once the quadratic term dominates. Small lengths are
 fixed costs (parameters, kernel launches, the Python interpreter), so exponents are fitted over
 the upper half of the measured length range, on a logarithmic scale.
 
+A cost with a fixed part, a + b * L, has a fitted slope below 1 that rises toward 1 as L grows.
+ConvRec has such a part: its item encoder runs once per distinct item of the batch, at most once
+per catalogue item, whatever L is. So every fit also reports `top_slope`, the slope between the
+two largest lengths, which is the closest view of the exponent the cost tends to.
+
 A line through two points always fits exactly (R^2 = 1), so a fit over fewer than three lengths
 cannot show whether the cost follows a power law. Such series are reported without an
 exponent, and fits with a low R^2 are flagged.
@@ -113,11 +118,13 @@ def scaling_exponents(frame: pd.DataFrame, metrics: Sequence[str] = FIT_METRICS,
     statuses=("measured", "estimated") also fits the estimated FLOPs and bytes, which reach
     lengths that were too large to measure.
 
+    `top_slope` is the log-log slope between the two largest fitted lengths.
+
     The `note` column is empty for a usable fit. A series with fewer than MIN_FIT_LENGTHS usable
     lengths gets NaN slope, r2 and intercept, and a note saying why. A fit with R^2 below LOW_R2
     keeps its numbers and gets LOW_R2_NOTE.
     """
-    columns = [*SERIES_COLUMNS, "status", "metric", "slope", "r2", "intercept",
+    columns = [*SERIES_COLUMNS, "status", "metric", "slope", "r2", "intercept", "top_slope",
                "n_points", "min_len", "max_len", "note"]
     rows = []
     for status in statuses:
@@ -139,13 +146,17 @@ def scaling_exponents(frame: pd.DataFrame, metrics: Sequence[str] = FIT_METRICS,
                 if len(by_length) < MIN_FIT_LENGTHS:
                     note = (f"not available: {len(by_length)} length(s), a fit needs at least "
                             f"{MIN_FIT_LENGTHS}")
-                    rows.append([*key, status, metric, math.nan, math.nan, math.nan, *span,
-                                 note])
+                    rows.append([*key, status, metric, math.nan, math.nan, math.nan, math.nan,
+                                 *span, note])
                     continue
                 slope, intercept, r2 = fit_exponent(by_length.index.to_numpy(dtype=float),
                                                     by_length.to_numpy())
+                top = by_length.iloc[-2:]
+                top_slope = math.log(top.iloc[1] / top.iloc[0]) / math.log(top.index[1]
+                                                                            / top.index[0])
                 note = LOW_R2_NOTE if r2 < LOW_R2 else ""
-                rows.append([*key, status, metric, slope, r2, intercept, *span, note])
+                rows.append([*key, status, metric, slope, r2, intercept, top_slope, *span,
+                             note])
     return pd.DataFrame(rows, columns=columns)
 
 

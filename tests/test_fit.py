@@ -102,6 +102,21 @@ def test_scaling_exponents_uses_upper_half():
     assert table["slope"].iloc[0] > 1.5
 
 
+def test_top_slope_of_fixed_plus_linear():
+    # A fixed cost equal to the linear part at L=256 pulls both slopes below 1, the fitted one
+    # over 128..1024 further than the one between 512 and 1024 (log2(1280 / 768) = 0.74).
+    costs = [256.0 + length for length in LENGTHS]
+    row = scaling_exponents(_series("convrec", costs), metrics=["time_median_s"]).iloc[0]
+    assert row["top_slope"] == pytest.approx(math.log2((256 + 1024) / (256 + 512)))
+    assert row["slope"] < row["top_slope"] < 1.0
+
+
+def test_top_slope_of_power_law():
+    costs = [0.01 * length**2 for length in LENGTHS]
+    row = scaling_exponents(_series("sasrec", costs), metrics=["time_median_s"]).iloc[0]
+    assert row["top_slope"] == pytest.approx(2.0)
+
+
 def test_scaling_exponents_skips_other_statuses():
     frame = _series("convrec", [1.0, 2.0, 4.0], status="estimated")
     assert scaling_exponents(frame, metrics=["time_median_s"]).empty

@@ -521,7 +521,24 @@ def test_summary_flags_low_r2():
 def test_summary_leaves_good_fit_unflagged():
     summary = render_summary(_fit_points([16, 32, 64, 128], lambda length: 1e-3 * length))
     exponent_section = summary.split("## Scaling exponents")[1].split("## Crossovers")[0]
-    assert "1.00 (1.000) |" in exponent_section
+    assert "1.00 (1.000), top 1.00 |" in exponent_section
+
+
+def test_summary_lists_disagreeing_estimates():
+    rows = []
+    for length, estimated_bytes in ((16, 90.0), (32, 200.0)):
+        for method, status, peak in (("measure", "measured", 100.0 * length / 16),
+                                     ("estimate", "estimated", estimated_bytes)):
+            rows.append({"model": "sasrec", "phase": "infer", "seq_len": length,
+                         "batch_size": 1, "hidden_size": 8, "device": "cpu",
+                         "method": method, "status": status, "reason": "", "params": 10,
+                         "flops": 1e6 * length, "saved_bytes": 0.0, "peak_live_bytes": peak})
+    section = render_summary(pd.DataFrame(rows)).split("## Estimate against measurement")[1]
+    section = section.split("## ")[0]
+    assert "Points with both: 2." in section
+    assert "agree within 0.1% in every quantity: 1." in section
+    assert "| sasrec | infer | 16 |" in section
+    assert "| sasrec | infer | 32 |" not in section
 
 
 def test_write_report_files(tmp_path):
