@@ -53,8 +53,11 @@ class CARCAConfig(TrainSettings):
     - Beauty: max_len 75, 1 head, `l2_emb` 1e-4, otherwise as Video_Games but 1801 epochs;
     - Men and Fashion: max_len 35, hidden width 390, dropout 0.3, learning rate 6e-6 (Men) and
       1e-5 (Fashion, batch 100), `l2_emb` 1e-4, no candidate product.
-    The authors evaluate every 20 epochs without early stopping; here training stops after
-    `patience` evaluations without a better validation NDCG@10.
+    The authors evaluate every 20 epochs without early stopping, and so does this default:
+    patience equals max_epochs, more than the number of evaluations, and the checkpoint with the
+    best validation NDCG@10 is tested. On MovieLens-100K, validation NDCG@10 stays near 0.25 from
+    epoch 40 to about epoch 180 before it rises again, so a patience of 5 evaluations can stop a
+    run on that plateau.
     """
 
     max_len: int = 50
@@ -68,7 +71,7 @@ class CARCAConfig(TrainSettings):
     batch_size: int = 128
     max_epochs: int = 801
     eval_every: int = 20
-    patience: int = 5
+    patience: int = 801
     # Multiply the cross-attention output element-wise by the candidate vector before the score
     # layer. The authors call this a residual (`use_res`), but their code multiplies.
     candidate_product: bool = True
