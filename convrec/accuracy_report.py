@@ -33,8 +33,10 @@ TUNING_STATEMENT = (
     "documents (from its paper or its authors' code) unless the model label lists an override. "
     "Every model is selected the same way: validation NDCG@10 (sampled) every `eval_every` "
     "epochs, a stop after `patience` evaluations without improvement, and the test metrics of "
-    "the checkpoint with the best validation score. `eval_every`, `patience` and `max_epochs` "
-    "are per-model defaults, listed with every other setting in the provenance file."
+    "the checkpoint with the best validation score. The defaults of ConvRec, SASRec and CARCA "
+    "set `patience` to `max_epochs`, so they train every epoch, as their authors' code does. "
+    "`eval_every`, `patience` and `max_epochs` are per-model defaults, listed with every other "
+    "setting in the provenance file."
 )
 
 

@@ -7,7 +7,7 @@ import torch
 from convrec.data.split import make_split
 from convrec.errors import ConvbenchError, TrainingError
 from convrec.experiment import ModelSpec, run_one
-from convrec.models.registry import build_model
+from convrec.models.registry import build_model, get_model_class, model_names
 from convrec.trainer import Trainer, evaluate
 from tests.synthetic import clustered_dataset, cyclic_dataset
 
@@ -189,3 +189,11 @@ def test_finished_run_continues_with_more_epochs(tmp_path, data_and_split, monke
     direct = run_one(spec, data, split, extra_overrides=dict(TINY, max_epochs=4),
                      **dict(kwargs, work_dir=tmp_path / "direct"))
     assert longer["metrics"] == direct["metrics"]
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_default_patience_never_stops(name):
+    """The authors' codes of all three models train every epoch; the defaults must too."""
+    config = get_model_class(name).config_class()
+    evaluations = -(-config.max_epochs // config.eval_every)
+    assert config.patience >= evaluations
