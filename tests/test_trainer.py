@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -195,5 +196,5 @@ def test_finished_run_continues_with_more_epochs(tmp_path, data_and_split, monke
 def test_default_patience_never_stops(name):
     """The authors' codes of all three models train every epoch; the defaults must too."""
     config = get_model_class(name).config_class()
-    evaluations = -(-config.max_epochs // config.eval_every)
+    evaluations = math.ceil(config.max_epochs / config.eval_every)
     assert config.patience >= evaluations
