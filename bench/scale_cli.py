@@ -171,7 +171,9 @@ def scale_command(
         min=0.0, help="Minutes of training allowed to each --accuracy run. A run whose time, "
                       "predicted from the sweep's measured training steps, exceeds it is not "
                       "trained, and its row in accuracy.csv says so; a later call with a larger "
-                      "budget trains it. Default: no limit.")] = None,
+                      "budget trains it. The prediction counts training steps only, at the "
+                      "sweep's thread count, so runs that share the machine take longer. "
+                      "Default: no limit.")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="Directory with dataset files, searched first by --accuracy.")] = None,
     resume: Annotated[bool, typer.Option(
