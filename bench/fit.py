@@ -46,6 +46,9 @@ MIN_FIT_LENGTHS = 3
 LOW_R2 = 0.9
 LOW_R2_NOTE = "low R²: noisy or not a power law"
 
+# Sums of squared log costs below this (per point) count as zero: the costs are equal.
+_FLAT_TOLERANCE = 1e-20
+
 # Returned by crossover_length when ConvRec is already cheaper at the smallest shared length,
 # so the crossover lies somewhere below the measured range.
 BELOW_RANGE = "below range"
@@ -84,8 +87,9 @@ def fit_exponent(lengths: Sequence[float], costs: Sequence[float]) -> tuple[floa
     ss_res = float(residual @ residual)
     centred = log_y - log_y.mean()
     ss_tot = float(centred @ centred)
-    if ss_tot == 0.0:
-        r2 = 1.0 if ss_res <= 1e-24 else 0.0
+    # Equal costs can leave a rounding residue in both sums, so compare with a tolerance.
+    if ss_tot <= _FLAT_TOLERANCE * log_y.size:
+        r2 = 1.0 if ss_res <= _FLAT_TOLERANCE * log_y.size else 0.0
     else:
         r2 = 1.0 - ss_res / ss_tot
     return float(slope), float(intercept), float(r2)

@@ -248,7 +248,7 @@ def plot_accuracy_vs_cost(accuracy: pd.DataFrame, output_path: Path, *,
                 label_log_axis(axes.xaxis)
                 axes.legend(fontsize=8)
             else:
-                axes.text(0.5, 0.5, "no cost measured for these lengths",
+                axes.text(0.5, 0.5, "no trained run with a measured cost",
                           transform=axes.transAxes, ha="center", va="center", color="0.5")
             axes.set_xlabel(label, fontsize=8)
             axes.set_ylabel(metric, fontsize=8)

@@ -220,11 +220,14 @@ def _accuracy_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     metrics = [column for column in ("test_full_ndcg@10", "test_full_hr@10",
                                      "test_sampled_ndcg@10", "test_sampled_hr@10",
                                      "train_step_seconds", "peak_live_bytes", "epochs",
-                                     "train_seconds", "predicted_train_seconds")
+                                     "train_seconds", "predicted_train_seconds",
+                                     "cost_batch_size")
                if column in accuracy]
     if "status" in accuracy:
         accuracy = accuracy[accuracy["status"].fillna("trained") == "trained"]
-    grouped = accuracy.groupby(["dataset", "model", "seq_len"], sort=True)
+    keys = [column for column in ("dataset", "model", "seq_len", "hidden_size", "max_epochs")
+            if column in accuracy and accuracy[column].notna().all()]
+    grouped = accuracy.groupby(keys, sort=True)
     table = grouped[metrics].mean(numeric_only=True)
     table["seeds"] = grouped.size()
     return table.reset_index()
@@ -286,13 +289,16 @@ def render_summary(points: pd.DataFrame, accuracy: pd.DataFrame | None = None,
     if accuracy is not None and not accuracy.empty:
         parts.append("\n## Accuracy along the sweep\n\n")
         parts.append("Test metrics averaged over seeds, beside the training step time and peak "
-                     "live tensor memory of the same L.\n\n")
+                     "live tensor memory of the same L, measured by the sweep at batch size "
+                     "`cost_batch_size`. `train_seconds` is the measured training time of the "
+                     "run, `predicted_train_seconds` the time of its training steps predicted "
+                     "from the sweep; runs that share the machine take longer than predicted, "
+                     "and evaluation is not in the prediction.\n\n")
         parts.append(_markdown_table(_accuracy_table(accuracy)))
         if "status" in accuracy:
             skipped = accuracy[accuracy["status"] == "skipped"]
             if not skipped.empty:
-                parts.append("\nRuns not trained, because their training time predicted from "
-                             "the sweep exceeds the accuracy budget:\n\n")
+                parts.append("\nRuns not trained, and why:\n\n")
                 parts.append(_markdown_table(skipped[["dataset", "model", "seq_len", "seed",
                                                       "reason"]]))
 

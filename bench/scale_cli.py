@@ -84,9 +84,17 @@ def run_scale(
     """Run the sweep (and the accuracy runs), then write figures and report; return the paths."""
     from bench.plots import plot_accuracy_vs_cost, plot_scaling
     from bench.report import write_report
-    from bench.sweep import ACCURACY_FILE, POINTS_FILE, run_accuracy_sweep, run_sweep
+    from bench.sweep import (
+        ACCURACY_FILE,
+        POINTS_FILE,
+        check_accuracy_dataset,
+        run_accuracy_sweep,
+        run_sweep,
+    )
 
     output = Path(output)
+    if accuracy:
+        check_accuracy_dataset(dataset, lengths, output_dir=output, data_dir=data_dir)
     points = run_sweep(models=models, lengths=lengths, batch_sizes=batch_sizes, phases=phases,
                        devices=devices, hidden_size=hidden_size, output_dir=output,
                        time_budget_s=time_budget_s, memory_budget_bytes=memory_budget_bytes,

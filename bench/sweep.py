@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 POINTS_FILE = "points.csv"
 ACCURACY_FILE = "accuracy.csv"
 KEY_COLUMNS = ("model", "phase", "seq_len", "batch_size", "hidden_size", "device")
-ACCURACY_KEY_COLUMNS = ("model", "dataset", "seq_len", "seed")
-_INTEGER_KEYS = {"seq_len", "batch_size", "hidden_size", "seed"}
+ACCURACY_KEY_COLUMNS = ("model", "dataset", "seq_len", "hidden_size", "max_epochs", "seed")
+_INTEGER_KEYS = {"seq_len", "batch_size", "hidden_size", "max_epochs", "seed"}
 
 # Column order of points.csv; provenance (prov_*) and any other column follow in sorted order.
 POINT_COLUMNS = (
@@ -148,7 +148,8 @@ class ResultTable:
         key = []
         for column in self.key_columns:
             value = row.get(column)
-            key.append(int(value) if column in _INTEGER_KEYS else str(value))
+            integer = column in _INTEGER_KEYS and value is not None and not pd.isna(value)
+            key.append(int(value) if integer else str(value))
         return (*key, row.get("method"))
 
     def find(self, row: dict) -> dict | None:
@@ -424,13 +425,10 @@ def run_accuracy_sweep(
     trains it. Raises ConvbenchError when no length fits the dataset.
     """
     from bench.measure import size_overrides
-    from convrec.experiment import history_stats, run_accuracy_point
+    from convrec.experiment import run_accuracy_point
 
-    longest, users = history_stats(dataset, data_dir=data_dir)
-    usable = sorted(length for length in set(lengths) if length <= longest)
-    if not usable:
-        raise ConvbenchError(f"no sweep length fits the longest history of {dataset} "
-                             f"({longest} interactions); lower --min-len or pass --lengths")
+    longest, users, usable = check_accuracy_dataset(dataset, lengths, output_dir=output_dir,
+                                                    data_dir=data_dir)
     logger.info("accuracy on %s at L=%s (longest history %d), seeds 0..%d", dataset,
                 ",".join(map(str, usable)), longest, seeds - 1)
 
@@ -444,26 +442,38 @@ def run_accuracy_sweep(
                         ACCURACY_KEY_COLUMNS, resume=resume)
     runs = [(model, length, seed) for model in models for length in usable
             for seed in range(seeds)]
+    for model in models:
+        for length in sorted(set(lengths) - set(usable)):
+            for seed in range(seeds):
+                config = _run_config(model, dict(overrides or {}))
+                table.add({"model": model, "dataset": dataset, "seq_len": length,
+                           "hidden_size": hidden_size, "max_epochs": config["max_epochs"],
+                           "seed": seed, "device": device, "status": "skipped",
+                           "reason": f"longer than every history of {dataset} (longest: "
+                                     f"{longest} interactions)"})
     for model, length, seed in tqdm(runs, desc="accuracy", unit="run", disable=not progress):
-        key = {"model": model, "dataset": dataset, "seq_len": length, "seed": seed}
-        existing = table.find(key)
-        if existing is not None and existing.get("status", "trained") != "skipped":
-            continue
         point_overrides = dict(overrides or {})
         if hidden_size is not None:
             point_overrides.update(size_overrides(model, seq_len=length, hidden_size=hidden_size))
-        row = {**key, "hidden_size": hidden_size, "device": device}
+        config = _run_config(model, point_overrides)
+        key = {"model": model, "dataset": dataset, "seq_len": length,
+               "hidden_size": hidden_size, "max_epochs": config["max_epochs"], "seed": seed}
+        existing = table.find(key)
+        if existing is not None and existing.get("status", "trained") != "skipped":
+            continue
+        row = {**key, "device": device}
 
         if points is not None:
-            config = _run_config(model, point_overrides)
-            steps = math.ceil(users / config["batch_size"]) * config["max_epochs"]
+            # A batch never has more rows than there are users.
+            batch_size = min(config["batch_size"], users)
+            steps = math.ceil(users / batch_size) * config["max_epochs"]
             predicted, basis = predict_training_seconds(
-                points, model=model, seq_len=length, batch_size=config["batch_size"],
+                points, model=model, seq_len=length, batch_size=batch_size,
                 hidden_size=hidden_size, device=device, steps=steps)
             row.update(predicted_train_seconds=predicted, prediction=basis)
             if time_budget_s is not None and (predicted is None or predicted > time_budget_s):
-                reason = (f"predicted {predicted / 60:.1f} min of training exceeds the "
-                          f"budget of {time_budget_s / 60:.1f} min" if predicted is not None
+                reason = (f"predicted {_duration(predicted)} of training exceeds the budget of "
+                          f"{_duration(time_budget_s)}" if predicted is not None
                           else f"no training time can be predicted: {basis}")
                 logger.warning("accuracy run of %s at L=%d skipped: %s", model, length, reason)
                 table.add({**row, "status": "skipped", "reason": reason})
@@ -481,6 +491,30 @@ def run_accuracy_sweep(
     return table.frame()
 
 
+def check_accuracy_dataset(dataset: str, lengths: Iterable[int], *, output_dir: Path,
+                           data_dir: Path | None = None) -> tuple[int, int, list[int]]:
+    """Load the dataset of the accuracy runs and its split; return what the runs need.
+
+    Returns the longest training history, the number of users with one, and the lengths that
+    fit. `scale` calls this before the cost sweep, so that a missing or unusable dataset fails
+    in seconds, not after hours of measurement. Raises ConvbenchError (or DataError) when the
+    dataset cannot be read or split, or when no length fits it.
+    """
+    from convrec.experiment import history_stats, prepare_dataset
+
+    longest, users = history_stats(dataset, data_dir=data_dir)
+    if users == 0:
+        raise ConvbenchError(f"no user of {dataset} has a training history (a user needs at "
+                             "least 3 interactions); use a larger dataset for --accuracy")
+    usable = sorted(length for length in set(lengths) if length <= longest)
+    if not usable:
+        raise ConvbenchError(f"no sweep length fits the longest history of {dataset} "
+                             f"({longest} interactions); lower --min-len or pass --lengths")
+    # Drawing the split checks that the catalogue has room for the evaluation negatives.
+    prepare_dataset(dataset, Path(output_dir) / "accuracy_runs", data_dir)
+    return longest, users, usable
+
+
 def _run_config(model: str, overrides: dict) -> dict:
     """Return the config fields of one accuracy run: the model's defaults with `overrides`."""
     cls = get_model_class(model)
@@ -489,34 +523,60 @@ def _run_config(model: str, overrides: dict) -> dict:
     return config
 
 
+def _duration(seconds: float) -> str:
+    """Format a duration in seconds under two minutes, in minutes above."""
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def predict_training_seconds(points: pd.DataFrame, *, model: str, seq_len: int,
                              batch_size: int, hidden_size: int | None, device: str,
                              steps: int) -> tuple[float | None, str]:
     """Predict the time of `steps` training steps from the sweep's measured training points.
 
     The step time is the measured one at (model, L, D, device type) and the run's batch size.
-    Without it, the largest smaller measured batch size is scaled linearly to the run's, which
-    overestimates when a larger batch uses the cores better. Returns the seconds and how they
-    were found, or None and why not. Evaluation passes are not counted.
+    Between two measured batch sizes it is interpolated on log-log axes. Above the largest
+    measured one it is scaled linearly from it, which overestimates when a larger batch uses
+    the cores better, and below the smallest one it is that step's time, which overestimates
+    too. Returns the seconds and how they were found, or None and why not. Evaluation passes
+    are not counted.
     """
     device_type = str(device).split(":")[0]
-    train = points[(points["phase"] == "train") & (points["model"] == model)
+    train = points[(points["model"] == model)
                    & (points["seq_len"].astype(int) == int(seq_len))
                    & (points["device"].astype(str).str.split(":").str[0] == device_type)]
     if hidden_size is not None:
         train = train[train["hidden_size"].astype(int) == int(hidden_size)]
+    phases = set(train["phase"].astype(str))
+    train = train[train["phase"] == "train"]
     measured = train[(train["status"] == "measured") & train["time_median_s"].notna()]
-    smaller = measured[measured["batch_size"].astype(int) <= int(batch_size)]
-    if smaller.empty:
+    if measured.empty:
+        if "train" not in phases:
+            return None, (f"the sweep has no training step of {model} at L={seq_len}; "
+                          "include `train` in --phases")
         statuses = sorted(set(train[train["method"] == "measure"]["status"].astype(str)))
-        return None, (f"no training step of {model} at L={seq_len} was measured at a batch "
-                      f"size up to {batch_size} (sweep status: {', '.join(statuses) or 'none'})")
-    nearest = smaller.loc[smaller["batch_size"].astype(int).idxmax()]
-    point_batch = int(nearest["batch_size"])
-    step_seconds = float(nearest["time_median_s"]) * batch_size / point_batch
-    basis = (f"{steps} steps x {step_seconds:.3g} s measured at B={point_batch}"
-             + ("" if point_batch == batch_size else f", scaled to B={batch_size}"))
-    return step_seconds * steps, basis
+        return None, (f"no training step of {model} at L={seq_len} was measured (sweep "
+                      f"status: {', '.join(statuses) or 'none'})")
+
+    times = measured.groupby(measured["batch_size"].astype(int))["time_median_s"].median()
+    below = times[times.index <= batch_size]
+    above = times[times.index >= batch_size]
+    if not below.empty and below.index[-1] == batch_size:
+        step_seconds, basis = float(below.iloc[-1]), f"measured at B={batch_size}"
+    elif not below.empty and not above.empty:
+        low, high = int(below.index[-1]), int(above.index[0])
+        fraction = math.log(batch_size / low) / math.log(high / low)
+        step_seconds = math.exp(math.log(below.iloc[-1])
+                                + fraction * math.log(above.iloc[0] / below.iloc[-1]))
+        basis = f"interpolated between B={low} and B={high}"
+    elif not below.empty:
+        low = int(below.index[-1])
+        step_seconds = float(below.iloc[-1]) * batch_size / low
+        basis = f"measured at B={low}, scaled linearly to B={batch_size} (an overestimate)"
+    else:
+        high = int(above.index[0])
+        step_seconds = float(above.iloc[0])
+        basis = f"measured at B={high}, larger than B={batch_size} (an overestimate)"
+    return step_seconds * steps, f"{steps} steps x {step_seconds:.3g} s, {basis}"
 
 
 def attach_costs(accuracy: pd.DataFrame, points: pd.DataFrame, *,
@@ -526,7 +586,8 @@ def attach_costs(accuracy: pd.DataFrame, points: pd.DataFrame, *,
     Costs come from the "train" phase at `batch_size` (default: the largest batch size in the
     sweep) and the row's hidden size. `train_step_seconds`, `rss_growth_bytes` and
     `cuda_peak_bytes` come from the measured point. `peak_live_bytes` comes from the measured
-    point, or from the estimate when the length was not measured.
+    point, or from the estimate when the length was not measured. `cost_batch_size` records
+    the batch size of these costs.
     """
     accuracy = accuracy.copy()
     for column in ("train_step_seconds", "peak_live_bytes", "rss_growth_bytes",
@@ -537,6 +598,7 @@ def attach_costs(accuracy: pd.DataFrame, points: pd.DataFrame, *,
         return accuracy
     batch = batch_size if batch_size is not None else int(train["batch_size"].max())
     train = train[train["batch_size"].astype(int) == batch]
+    accuracy["cost_batch_size"] = batch
 
     for index, row in accuracy.iterrows():
         device_type = str(row.get("device") or "cpu").split(":")[0]

@@ -244,7 +244,7 @@ def history_stats(dataset: str, data_dir: Path | None = None) -> tuple[int, int]
     data = load_dataset(dataset, data_dir=data_dir)
     # Two interactions per user are held out for validation and test.
     lengths = [len(sequence) - 2 for sequence in data.sequences[1:]]
-    return max(lengths), sum(length > 0 for length in lengths)
+    return max(lengths, default=0), sum(length > 0 for length in lengths)
 
 
 def _safe_name(text: str) -> str:

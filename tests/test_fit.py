@@ -61,6 +61,13 @@ def test_fit_constant_cost():
     assert r2 == pytest.approx(1.0)
 
 
+def test_fit_equal_large_costs():
+    # Equal costs whose logarithms do not cancel exactly in floating point still fit R^2 = 1.
+    slope, _, r2 = fit_exponent([8, 16, 32], [305480.0] * 3)
+    assert slope == pytest.approx(0.0, abs=1e-12)
+    assert r2 == 1.0
+
+
 @pytest.mark.parametrize("lengths, costs", [
     ([16], [1.0]),
     ([16, 16], [1.0, 2.0]),

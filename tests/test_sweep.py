@@ -256,11 +256,16 @@ def test_accuracy_sweep_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
     monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 100))
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
     options = dict(models=["sasrec"], lengths=[16, 32, 64], dataset="ml-100k", seeds=2,
                    hidden_size=8, output_dir=tmp_path, progress=False)
     frame = sweep.run_accuracy_sweep(**options)
-    # L=64 exceeds the longest history of 40 and is left out.
-    assert sorted(frame["seq_len"].tolist()) == [16, 16, 32, 32]
+    # L=64 exceeds the longest history of 40: its rows say so, and nothing trains at it.
+    trained = frame[frame["status"] == "trained"]
+    assert sorted(trained["seq_len"].tolist()) == [16, 16, 32, 32]
+    too_long = frame[frame["seq_len"] == 64]
+    assert too_long["status"].tolist() == ["skipped", "skipped"]
+    assert "longest: 40" in too_long["reason"].iloc[0]
     assert calls[0] == ("sasrec", 16, 0, 8)
     sweep.run_accuracy_sweep(**options)
     assert len(calls) == 4
@@ -285,6 +290,7 @@ def test_accuracy_sweep_builds_the_profiled_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
     monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 100))
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
     sweep.run_accuracy_sweep(models=["carca"], lengths=[16], hidden_size=8,
                              overrides={"max_epochs": 3}, output_dir=tmp_path, progress=False)
     profiled = build_profiled_model("carca", seq_len=16, hidden_size=8)
@@ -317,7 +323,33 @@ def test_prediction_scales_smaller_batch():
         points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
         steps=10)
     assert seconds == 20.0
-    assert "scaled to B=128" in basis
+    assert "scaled linearly to B=128" in basis
+
+
+def test_prediction_interpolates_batches():
+    # Step times of 1 s at B=4 and 4 s at B=64 lie on a line of slope 0.5 in log-log space,
+    # so B=16 takes 2 s.
+    points = _train_points([(16, 4, 1.0, "measured"), (16, 64, 4.0, "measured")])
+    seconds, basis = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=16, hidden_size=8, device="cpu",
+        steps=10)
+    assert seconds == pytest.approx(20.0)
+    assert "between B=4 and B=64" in basis
+
+
+def test_prediction_below_smallest_batch():
+    points = _train_points([(16, 32, 0.5, "measured")])
+    seconds, _ = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=8, hidden_size=8, device="cpu", steps=10)
+    assert seconds == 5.0
+
+
+def test_prediction_without_train_phase():
+    points = _train_points([(16, 32, 0.5, "measured")]).assign(phase="infer")
+    seconds, basis = sweep.predict_training_seconds(
+        points, model="sasrec", seq_len=16, batch_size=32, hidden_size=8, device="cpu", steps=1)
+    assert seconds is None
+    assert "--phases" in basis
 
 
 def test_prediction_missing_names_status():
@@ -341,6 +373,7 @@ def test_accuracy_budget_skips_then_trains(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
     monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 256))
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
     # SASRec's batch size is 128, so 256 users give 2 steps per epoch; 10 epochs give 20 steps.
     _train_points([(16, 128, 1.0, "measured"), (32, 128, 5.0, "measured")]).to_csv(
         tmp_path / sweep.POINTS_FILE, index=False)
@@ -364,10 +397,42 @@ def test_accuracy_budget_skips_then_trains(tmp_path, monkeypatch):
     assert frame.loc[32, "status"] == "trained"
 
 
+def test_accuracy_rows_keyed_by_width_and_epochs(tmp_path, monkeypatch):
+    import convrec.experiment as experiment
+
+    calls = []
+
+    def fake_accuracy_point(model_name, dataset, *, max_len, seed, work_dir, data_dir=None,
+                            device="cpu", overrides=None):
+        calls.append((overrides["hidden_size"], overrides["max_epochs"]))
+        return {"test_full_ndcg@10": 0.1, "epochs": 1, "train_seconds": 1.0, "params": 10}
+
+    monkeypatch.setattr(experiment, "run_accuracy_point", fake_accuracy_point)
+    monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 256))
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
+    options = dict(models=["sasrec"], lengths=[16], output_dir=tmp_path, progress=False)
+    sweep.run_accuracy_sweep(**options, hidden_size=8, overrides={"max_epochs": 2})
+    sweep.run_accuracy_sweep(**options, hidden_size=16, overrides={"max_epochs": 2})
+    frame = sweep.run_accuracy_sweep(**options, hidden_size=8, overrides={"max_epochs": 3})
+    assert calls == [(8, 2), (16, 2), (8, 3)]
+    assert len(frame) == 3
+
+
+def test_scale_checks_dataset_before_sweep(tmp_path, monkeypatch):
+    measured = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda **kwargs: measured.append(kwargs))
+    with pytest.raises(ConvbenchError):
+        run_scale(**TINY, output=tmp_path, time_budget_s=10, memory_budget_bytes=GIB,
+                  accuracy=True, dataset=str(tmp_path / "missing.csv"))
+    assert measured == []
+
+
 def test_accuracy_budget_needs_points(tmp_path, monkeypatch):
     import convrec.experiment as experiment
 
     monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (40, 256))
+
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
     with pytest.raises(ConvbenchError, match="points.csv"):
         sweep.run_accuracy_sweep(models=["sasrec"], lengths=[16], output_dir=tmp_path,
                                  time_budget_s=60, progress=False)
@@ -377,6 +442,8 @@ def test_accuracy_sweep_rejects_short_dataset(tmp_path, monkeypatch):
     import convrec.experiment as experiment
 
     monkeypatch.setattr(experiment, "history_stats", lambda dataset, data_dir=None: (10, 100))
+
+    monkeypatch.setattr(experiment, "prepare_dataset", lambda *args: None)
     with pytest.raises(ConvbenchError):
         sweep.run_accuracy_sweep(models=["sasrec"], lengths=[16], output_dir=tmp_path,
                                  progress=False)
