@@ -260,7 +260,7 @@ def test_accuracy_sweep_resumes(tmp_path, monkeypatch):
     options = dict(models=["sasrec"], lengths=[16, 32, 64], dataset="ml-100k", seeds=2,
                    hidden_size=8, output_dir=tmp_path, progress=False)
     frame = sweep.run_accuracy_sweep(**options)
-    # L=64 exceeds the longest history of 40: its rows say so, and nothing trains at it.
+    # L=64 exceeds the longest history of 40: its rows give that reason, and nothing trains.
     trained = frame[frame["status"] == "trained"]
     assert sorted(trained["seq_len"].tolist()) == [16, 16, 32, 32]
     too_long = frame[frame["seq_len"] == 64]
