@@ -7,9 +7,10 @@ fixed costs (parameters, kernel launches, the Python interpreter), so exponents 
 the upper half of the measured length range, on a logarithmic scale.
 
 A cost with a fixed part, a + b * L, has a fitted slope below 1 that rises toward 1 as L grows.
-ConvRec has such a part: its item encoder runs once per distinct item of the batch, at most once
-per catalogue item, whatever L is. So every fit also reports `top_slope`, the slope between the
-two largest lengths, which is the closest view of the exponent the cost tends to.
+ConvRec has such a part: the item part of its encoder runs once per distinct item of the batch,
+so the catalogue size bounds it, whatever L is. So every fit with a slope also reports
+`top_slope`, the slope between the two largest lengths, the closest view of the exponent that
+the cost tends to.
 
 A line through two points always fits exactly (R^2 = 1), so a fit over fewer than three lengths
 cannot show whether the cost follows a power law. Such series are reported without an

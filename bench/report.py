@@ -262,8 +262,8 @@ def render_summary(points: pd.DataFrame, accuracy: pd.DataFrame | None = None,
                  "`top` is the slope between the two largest fitted lengths. A cost with a "
                  "fixed part (a + b·L) fits a slope below 1 that rises toward 1 with L, so "
                  "`top` is the closer view of the exponent the cost tends to. ConvRec has "
-                 "such a part: its item encoder runs once per distinct item of the batch, "
-                 "which the catalogue size bounds.\n\n")
+                 "such a part: the item part of its encoder runs once per distinct item of "
+                 "the batch, so the catalogue size bounds it.\n\n")
     parts.append(_markdown_table(_exponent_table(points)))
 
     parts.append("\n## Crossovers\n\n")

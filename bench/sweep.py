@@ -413,16 +413,16 @@ def run_accuracy_sweep(
 ) -> pd.DataFrame:
     """Train each model at each length up to the dataset's longest history; return accuracy rows.
 
-    Rows go to `output_dir/accuracy.csv`, keyed by model, dataset, L and seed, and a resumed run
-    trains only the missing ones. Training runs keep their checkpoints under
+    Rows go to `output_dir/accuracy.csv`, keyed by model, dataset, L, hidden size, max_epochs and
+    seed, and a resumed run trains only the missing ones. Training runs keep their checkpoints under
     `output_dir/accuracy_runs`. `hidden_size`, when given, sets every model's width and, where
-    needed, its head count (see `size_overrides`), so that accuracy sits beside the cost of the
-    same model in the sweep. `overrides` sets other config fields of every model (max_epochs,
-    for example). When `output_dir/points.csv` exists, each row gets the training cost of its L
-    from it (see `attach_costs`) and a predicted training time (see `predict_training_seconds`).
-    With `time_budget_s`, a run whose prediction exceeds it, or that has no prediction, is not
-    trained: its row has status "skipped" and the reason, and a later call with a larger budget
-    trains it. Raises ConvbenchError when no length fits the dataset.
+    needed, its head count (see `size_overrides`), so that accuracy sits beside the cost of the same
+    model in the sweep. `overrides` sets other config fields of every model (max_epochs, for
+    example). When `output_dir/points.csv` exists, each row gets the training cost of its L from it
+    (see `attach_costs`) and a predicted training time (see `predict_training_seconds`). With
+    `time_budget_s`, a run whose prediction exceeds it, or that has no prediction, is not trained:
+    its row has status "skipped" and the reason, and a later call with a larger budget trains it.
+    Raises ConvbenchError when no length fits the dataset.
     """
     from bench.measure import size_overrides
     from convrec.experiment import run_accuracy_point

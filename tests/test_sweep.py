@@ -308,40 +308,24 @@ def _train_points(rows):
         for length, batch, seconds, status in rows])
 
 
-def test_prediction_uses_run_batch():
-    points = _train_points([(16, 32, 0.5, "measured"), (16, 128, 1.0, "measured")])
-    seconds, basis = sweep.predict_training_seconds(
-        points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
-        steps=10)
-    assert seconds == 10.0
-    assert "B=128" in basis
-
-
-def test_prediction_scales_smaller_batch():
-    points = _train_points([(16, 32, 0.5, "measured"), (16, 128, None, "timeout")])
-    seconds, basis = sweep.predict_training_seconds(
-        points, model="sasrec", seq_len=16, batch_size=128, hidden_size=8, device="cpu",
-        steps=10)
-    assert seconds == 20.0
-    assert "scaled linearly to B=128" in basis
-
-
-def test_prediction_interpolates_batches():
-    # Step times of 1 s at B=4 and 4 s at B=64 lie on a line of slope 0.5 in log-log space,
-    # so B=16 takes 2 s.
-    points = _train_points([(16, 4, 1.0, "measured"), (16, 64, 4.0, "measured")])
-    seconds, basis = sweep.predict_training_seconds(
-        points, model="sasrec", seq_len=16, batch_size=16, hidden_size=8, device="cpu",
-        steps=10)
-    assert seconds == pytest.approx(20.0)
-    assert "between B=4 and B=64" in basis
-
-
-def test_prediction_below_smallest_batch():
-    points = _train_points([(16, 32, 0.5, "measured")])
-    seconds, _ = sweep.predict_training_seconds(
-        points, model="sasrec", seq_len=16, batch_size=8, hidden_size=8, device="cpu", steps=10)
-    assert seconds == 5.0
+@pytest.mark.parametrize("rows, batch_size, seconds, basis", [
+    # The run's own batch size was measured.
+    ([(16, 32, 0.5, "measured"), (16, 128, 1.0, "measured")], 128, 10.0, "measured at B=128"),
+    # B=128 timed out, so the B=32 step is scaled linearly.
+    ([(16, 32, 0.5, "measured"), (16, 128, None, "timeout")], 128, 20.0,
+     "scaled linearly to B=128"),
+    # 1 s at B=4 and 4 s at B=64 lie on a line of slope 0.5 in log-log space: B=16 takes 2 s.
+    ([(16, 4, 1.0, "measured"), (16, 64, 4.0, "measured")], 16, 20.0,
+     "between B=4 and B=64"),
+    # Only a larger batch size was measured: its step time is taken as it is.
+    ([(16, 32, 0.5, "measured")], 8, 5.0, "larger than B=8"),
+])
+def test_prediction_from_batch_sizes(rows, batch_size, seconds, basis):
+    predicted, how = sweep.predict_training_seconds(
+        _train_points(rows), model="sasrec", seq_len=16, batch_size=batch_size, hidden_size=8,
+        device="cpu", steps=10)
+    assert predicted == pytest.approx(seconds)
+    assert basis in how
 
 
 def test_prediction_without_train_phase():
@@ -397,7 +381,7 @@ def test_accuracy_budget_skips_then_trains(tmp_path, monkeypatch):
     assert frame.loc[32, "status"] == "trained"
 
 
-def test_accuracy_rows_keyed_by_width_and_epochs(tmp_path, monkeypatch):
+def test_accuracy_keys_width_and_epochs(tmp_path, monkeypatch):
     import convrec.experiment as experiment
 
     calls = []
